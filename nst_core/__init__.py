@@ -1,0 +1,1 @@
+"""Pure-torch Gatys et al. style-transfer engine: VGG features, losses, batched optimisation. No Ray, no fsspec."""

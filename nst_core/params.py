@@ -1,0 +1,366 @@
+"""The engine's parameters: one frozen dataclass that the CLI options and manifest columns derive from.
+
+Every knob of a style-transfer run lives here exactly once. `pipeline` builds its Typer options from
+`STYLE_PARAM_FIELDS`, and `jobs` builds its manifest columns from the same list, so a default or a
+name is never retyped in two places.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Arch(str, Enum):
+    """VGG variants from torchvision's model zoo."""
+
+    vgg19 = "vgg19"
+    vgg16 = "vgg16"
+
+
+class Pooling(str, Enum):
+    """Gatys et al. 2016 §2 replace max pooling by average pooling "for slightly more appealing results"."""
+
+    avg = "avg"
+    max = "max"
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    lbfgs = "lbfgs"
+    gd = "gd"
+
+
+class Init(str, Enum):
+    """Where the optimised pixels start. The paper starts from white noise; content converges faster."""
+
+    content = "content"
+    noise = "noise"
+    style = "style"
+
+
+class PreserveColor(str, Enum):
+    """Colour control from Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer" §5."""
+
+    none = "none"
+    luminance = "luminance"
+    histogram = "histogram"
+
+
+class Precision(str, Enum):
+    """Arithmetic for the convolutions; Gram matrices and losses are always float32."""
+
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+
+
+class StyleNormalization(str, Enum):
+    """How each layer's Gram error is scaled.
+
+    `paper`:  E_l = 1/(4 N_l² M_l²) Σ (G − A)²  (Gatys et al. 2016, eq. 4).
+    `common`: the Gram matrix is first divided by N_l·M_l (as in the PyTorch tutorial and most
+              re-implementations) and the squared error is averaged over its N_l² entries, i.e. an extra
+              1/N_l² per layer relative to the paper (and no factor 4). Deep layers (N_l = 512) then
+              weigh far less than shallow ones (N_l = 64).
+    """
+
+    paper = "paper"
+    common = "common"
+
+
+class Distance(str, Enum):
+    """Elementwise distance used by both the content and the style loss."""
+
+    squared = "squared"
+    absolute = "absolute"
+
+
+DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
+DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+MAX_SIZE = 8192
+"""Longest side the engine accepts; larger requests are almost always a typo (and would not fit a GPU)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleParams:
+    """Everything that shapes one stylised image.
+
+    Loss scale: the paper feeds Caffe-scaled pixels (0–255, mean subtracted) and reports α/β = 1e-3.
+    We feed ImageNet-normalised pixels, which are ~58× smaller, so content losses shrink by 58² and
+    style losses (fourth power of activations) by 58⁴: the same balance needs β/α ≈ 1e3 · 58² ≈ 3e6.
+    The default style_weight of 1e6 with content_weight 1 sits in that range.
+    """
+
+    size: int = 512
+    steps: int = 500
+    optimizer: OptimizerName = OptimizerName.adam
+    lr: float = 0.02
+    init: Init = Init.content
+    seed: int = 0
+    content_weight: float = 1.0
+    style_weight: float = 1e6
+    tv_weight: float = 0.0
+    content_ratio: float | None = None
+    """λ for the convex form λ·L_content + (1 − λ)·L_style; when set, content/style weights are ignored."""
+    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
+    content_layer_weights: tuple[float, ...] | None = None
+    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None
+    """w_l; None means 1/len(style_layers) each, the paper's choice."""
+    style_normalization: StyleNormalization = StyleNormalization.paper
+    distance: Distance = Distance.squared
+    pooling: Pooling = Pooling.avg
+    preserve_color: PreserveColor = PreserveColor.none
+    style_scale: float = 1.0
+    """Style image long side relative to the content's long side (Gatys et al. 2017 §4)."""
+    schedule: tuple[tuple[int, int], ...] | None = None
+    """Coarse-to-fine stages (long side, steps); when set it replaces size/steps."""
+    clamp: bool = True
+    early_stop: float = 0.0
+    """Stop once the relative change of the total loss over `log_every` steps falls below this; 0 = off."""
+    log_every: int = 10
+    precision: Precision = Precision.fp32
+
+    def __post_init__(self) -> None:
+        problems = validate_params(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def stages(self) -> tuple[tuple[int, int], ...]:
+        """(long side, steps) per stage: the schedule, or one stage of size × steps."""
+        return self.schedule if self.schedule else ((self.size, self.steps),)
+
+    def replace(self, **changes: Any) -> StyleParams:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (enums as strings, tuples as lists) for run records."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def validate_params(p: StyleParams) -> list[str]:
+    """Every problem with a parameter set, as messages naming the field; empty when valid."""
+    from nst_core.layers import ALL_LAYER_NAMES  # local: layers imports nothing heavy, avoids a cycle
+
+    problems: list[str] = []
+
+    def finite(name: str, value: float, *, positive: bool = False, nonneg: bool = False) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            problems.append(f"{name} must be a finite number, got {value!r}")
+        elif positive and value <= 0:
+            problems.append(f"{name} must be > 0, got {value!r}")
+        elif nonneg and value < 0:
+            problems.append(f"{name} must be >= 0, got {value!r}")
+
+    for name, value in (("size", p.size), ("steps", p.steps), ("log_every", p.log_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            problems.append(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(p.size, int) and p.size > MAX_SIZE:
+        problems.append(f"size must be <= {MAX_SIZE}, got {p.size}")
+    if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed < 2**63:
+        problems.append(f"seed must be an integer in [0, 2**63), got {p.seed!r}")
+    finite("lr", p.lr, positive=True)
+    finite("content_weight", p.content_weight, nonneg=True)
+    finite("style_weight", p.style_weight, nonneg=True)
+    finite("tv_weight", p.tv_weight, nonneg=True)
+    finite("style_scale", p.style_scale, positive=True)
+    finite("early_stop", p.early_stop, nonneg=True)
+    if p.content_ratio is not None:
+        finite("content_ratio", p.content_ratio)
+        if isinstance(p.content_ratio, (int, float)) and not 0.0 <= p.content_ratio <= 1.0:
+            problems.append(f"content_ratio must be within [0, 1], got {p.content_ratio!r}")
+    for kind, layers, weights in (
+        ("content", p.content_layers, p.content_layer_weights),
+        ("style", p.style_layers, p.style_layer_weights),
+    ):
+        if not layers:
+            problems.append(f"{kind}_layers must name at least one layer")
+        unknown = [name for name in layers if name not in ALL_LAYER_NAMES]
+        if unknown:
+            problems.append(
+                f"unknown {kind} layer(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(ALL_LAYER_NAMES)}"
+            )
+        if weights is not None:
+            if len(weights) != len(layers):
+                problems.append(
+                    f"{kind}_layer_weights has {len(weights)} values for {len(layers)} {kind}_layers"
+                )
+            for w in weights:
+                finite(f"{kind}_layer_weights", w, nonneg=True)
+    if p.schedule is not None:
+        if not p.schedule:
+            problems.append("schedule must have at least one (size, steps) stage")
+        for stage in p.schedule:
+            if (
+                len(stage) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in stage)
+                or stage[0] > MAX_SIZE
+            ):
+                problems.append(f"schedule stage {stage!r} must be (size, steps) positive integers, size <= {MAX_SIZE}")
+    for name, enum_type in (
+        ("optimizer", OptimizerName),
+        ("init", Init),
+        ("style_normalization", StyleNormalization),
+        ("distance", Distance),
+        ("pooling", Pooling),
+        ("preserve_color", PreserveColor),
+        ("precision", Precision),
+    ):
+        if not isinstance(getattr(p, name), enum_type):
+            problems.append(f"{name} must be one of {[e.value for e in enum_type]}, got {getattr(p, name)!r}")
+    return problems
+
+
+STYLE_PARAM_FIELDS: tuple[dataclasses.Field[Any], ...] = tuple(dataclasses.fields(StyleParams))
+"""The fields in declaration order, for deriving CLI options and manifest columns."""
+
+DEFAULT_PARAMS = StyleParams()
+
+__all__ = [
+    "Arch",
+    "DEFAULT_CONTENT_LAYERS",
+    "DEFAULT_PARAMS",
+    "DEFAULT_STYLE_LAYERS",
+    "Distance",
+    "Init",
+    "MAX_SIZE",
+    "OptimizerName",
+    "Pooling",
+    "Precision",
+    "PreserveColor",
+    "STYLE_PARAM_FIELDS",
+    "StyleNormalization",
+    "StyleParams",
+    "enum_of",
+    "format_field",
+    "parse_field",
+    "validate_params",
+]
+
+
+_ENUM_FIELDS: dict[str, type[Enum]] = {
+    "optimizer": OptimizerName,
+    "init": Init,
+    "style_normalization": StyleNormalization,
+    "distance": Distance,
+    "pooling": Pooling,
+    "preserve_color": PreserveColor,
+    "precision": Precision,
+}
+_FIELD_KINDS: dict[str, str] = {
+    "size": "int",
+    "steps": "int",
+    "seed": "int",
+    "log_every": "int",
+    "lr": "float",
+    "content_weight": "float",
+    "style_weight": "float",
+    "tv_weight": "float",
+    "content_ratio": "float?",
+    "style_scale": "float",
+    "early_stop": "float",
+    "clamp": "bool",
+    "content_layers": "layers",
+    "style_layers": "layers",
+    "content_layer_weights": "floats?",
+    "style_layer_weights": "floats?",
+    "schedule": "schedule?",
+    **{name: "enum" for name in _ENUM_FIELDS},
+}
+
+
+def enum_of(name: str) -> type[Enum] | None:
+    """The Enum type of a choice field, or None."""
+    return _ENUM_FIELDS.get(name)
+
+
+def parse_field(name: str, text: str) -> Any:
+    """Parse the text form of one field, as typed on a command line or stored in a manifest string column.
+
+    Forms: numbers as usual; booleans true/false/1/0/yes/no; layer lists and weight lists comma-separated
+    (`relu1_1,relu2_1`); schedules as comma-separated `size:steps` stages (`256:300,512:200`);
+    `none`/empty for optional fields. Raises ValueError with a message naming the field.
+    """
+    if name not in _FIELD_KINDS:
+        raise ValueError(f"unknown parameter {name!r}; known: {', '.join(_FIELD_KINDS)}")
+    kind = _FIELD_KINDS[name]
+    raw = text.strip()
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if optional and raw.lower() in ("", "none", "null"):
+        return None
+    try:
+        if kind == "int":
+            value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            return value
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "layers":
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "floats":
+            return tuple(float(part) for part in raw.split(",") if part.strip())
+        if kind == "schedule":
+            stages = []
+            for part in raw.split(","):
+                size, steps = part.strip().split(":")
+                stages.append((int(size), int(steps)))
+            return tuple(stages)
+        if kind == "enum":
+            enum_type = _ENUM_FIELDS[name]
+            try:
+                return enum_type(raw.lower())
+            except ValueError:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(e.value for e in enum_type)}, got {raw!r}"
+                ) from None
+    except ValueError as exc:
+        if str(exc).startswith(name):
+            raise
+        raise ValueError(f"{name}: cannot parse {text!r} as {kind}") from None
+    raise AssertionError(kind)
+
+
+def format_field(name: str, value: Any) -> str:
+    """Inverse of `parse_field`: the canonical text form (used for stable row ids and display)."""
+    kind = _FIELD_KINDS[name].rstrip("?")
+    if value is None:
+        return "none"
+    if kind == "schedule":
+        return ",".join(f"{size}:{steps}" for size, steps in value)
+    if kind in ("layers", "floats"):
+        return ",".join(repr(float(v)) if kind == "floats" else str(v) for v in value)
+    if isinstance(value, Enum):
+        return str(value.value)
+    if kind == "float":
+        return repr(float(value))
+    if kind == "bool":
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Distributed runs on Ray, fsspec storage and the `nst` command line."""
