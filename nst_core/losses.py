@@ -1,0 +1,187 @@
+"""Gatys et al. losses as functions and as small target-holding modules; the engine combines them per image.
+
+Every function returns one value per image ([B]) so a batch's losses can be summed and still give each
+image exactly the gradient it would get alone. References:
+  Gatys, Ecker, Bethge 2016, "Image Style Transfer Using Convolutional Neural Networks", CVPR (eqs. 1–7).
+  Mahendran & Vedaldi 2015, "Understanding Deep Image Representations by Inverting Them" (total variation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nst_core.params import Distance, StyleNormalization
+
+
+def _dist(x: Tensor, distance: Distance | str) -> Tensor:
+    """Elementwise distance d(x): x² (the paper) or |x| (mean-absolute-error variant)."""
+    return x.square() if Distance(distance) is Distance.squared else x.abs()
+
+
+def _fp32(x: Tensor) -> torch.autocast:
+    """Autocast disabled on x's device: Gram matrices and losses stay float32 under bf16 convolutions."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def gram(features: Tensor) -> Tensor:
+    """G^l_ij = Σ_k F^l_ik F^l_jk (Gatys 2016 eq. 3), unnormalised, in float32.
+
+    features: [B, N, H, W] → [B, N, N]. Autocast is disabled so bf16 activations are accumulated in fp32.
+    """
+    with _fp32(features):
+        f = features.float().flatten(2)
+        return f @ f.transpose(1, 2)
+
+
+def content_loss(features: Tensor, target: Tensor, distance: Distance | str = Distance.squared) -> Tensor:
+    """L_content = ½ Σ_ij d(F^l_ij − P^l_ij) (Gatys 2016 eq. 1, d(x) = x²), one value per image: [B]."""
+    with _fp32(features):
+        diff = features.float() - target.float()
+        return 0.5 * _dist(diff, distance).flatten(1).sum(1)
+
+
+def style_layer_loss(
+    features: Tensor,
+    target_gram: Tensor,
+    *,
+    target_positions: int | None = None,
+    normalization: StyleNormalization | str = StyleNormalization.paper,
+    distance: Distance | str = Distance.squared,
+) -> Tensor:
+    """E_l for one layer, one value per image: [B].
+
+    paper  (Gatys 2016 eq. 4): E_l = 1/(4 N_l² M_l²) Σ_ij (G^l_ij − A^l_ij)², written as Σ d((Ĝ − Â)/(2 N_l))
+            with Ĝ = G/M_l and Â = A/M_l^style, so that d = |·| gives the analogous 1/(2 N_l M_l) Σ |G − A|.
+    common: the Gram divided by N_l M_l and d averaged over its N_l² entries: 1/N_l² Σ d((Ĝ − Â)/N_l).
+    target_gram: the style image's unnormalised Gram A ([N,N] or [B,N,N]); target_positions: its M_l
+    (H·W of the style feature map), defaulting to the generated image's M_l as in the paper.
+    """
+    _, n, h, w = features.shape
+    positions = h * w
+    with _fp32(features):
+        g_hat = gram(features) / positions
+        a_hat = target_gram.float() / (target_positions if target_positions is not None else positions)
+        return _style_from_normalized(g_hat, a_hat, n, normalization, distance)
+
+
+def _style_from_normalized(
+    g_hat: Tensor, a_hat: Tensor, n: int, normalization: StyleNormalization | str, distance: Distance | str
+) -> Tensor:
+    if StyleNormalization(normalization) is StyleNormalization.paper:
+        return _dist((g_hat - a_hat) / (2 * n), distance).flatten(1).sum(1)
+    return _dist((g_hat - a_hat) / n, distance).flatten(1).mean(1)
+
+
+def style_loss(
+    features: Mapping[str, Tensor],
+    target_grams: Mapping[str, Tensor],
+    weights: Sequence[float] | None = None,
+    *,
+    target_positions: Mapping[str, int] | None = None,
+    normalization: StyleNormalization | str = StyleNormalization.paper,
+    distance: Distance | str = Distance.squared,
+) -> Tensor:
+    """L_style = Σ_l w_l E_l over the layers of `target_grams` (Gatys 2016 eq. 5), w_l = 1/L by default: [B]."""
+    layers = list(target_grams)
+    terms = [
+        w
+        * style_layer_loss(
+            features[name],
+            target_grams[name],
+            target_positions=None if target_positions is None else target_positions[name],
+            normalization=normalization,
+            distance=distance,
+        )
+        for name, w in zip(layers, layer_weights(layers, weights))
+    ]
+    return torch.stack(terms).sum(0)
+
+
+def total_loss(content: Tensor, style: Tensor, tv: Tensor, *, alpha: float, beta: float, tv_weight: float,
+               content_ratio: float | None = None) -> Tensor:
+    """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior), or the convex form
+    λ·L_content + (1 − λ)·L_style + tv·L_tv when `content_ratio` λ is given."""
+    if content_ratio is not None:
+        alpha, beta = content_ratio, 1.0 - content_ratio
+    return alpha * content + beta * style + tv_weight * tv
+
+
+def tv_loss(image: Tensor) -> Tensor:
+    """L_tv = Σ_ij (x_i+1,j − x_ij)² + (x_i,j+1 − x_ij)² summed over channels (Mahendran & Vedaldi 2015, β = 2): [B]."""
+    with _fp32(image):
+        x = image.float()
+        dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).square().flatten(1).sum(1)
+        dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).square().flatten(1).sum(1)
+        return dh + dw
+
+
+class ContentLoss(nn.Module):
+    """½ Σ d(F − P) against a fixed target P (held as a buffer): [B]."""
+
+    def __init__(self, target: Tensor, distance: Distance | str = Distance.squared) -> None:
+        super().__init__()
+        self.register_buffer("target", target.detach().float())
+        self.distance = Distance(distance)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return content_loss(features, self.target, self.distance)
+
+
+class StyleLoss(nn.Module):
+    """E_l against a fixed normalised Gram Â = A / M_l^style ([1,N,N] shared or [B,N,N] per image): [B]."""
+
+    def __init__(
+        self,
+        target_gram_normalized: Tensor,
+        normalization: StyleNormalization | str = StyleNormalization.paper,
+        distance: Distance | str = Distance.squared,
+    ) -> None:
+        super().__init__()
+        t = target_gram_normalized.detach().float()
+        self.register_buffer("target", t if t.dim() == 3 else t.unsqueeze(0))
+        self.normalization = StyleNormalization(normalization)
+        self.distance = Distance(distance)
+
+    def forward(self, features: Tensor) -> Tensor:
+        _, n, h, w = features.shape
+        with _fp32(features):
+            return _style_from_normalized(gram(features) / (h * w), self.target, n, self.normalization, self.distance)
+
+
+class WeightedSum(nn.Module):
+    """Σ_l w_l · loss_l(features[layer_l]) over named layers: [B]."""
+
+    def __init__(self, losses: dict[str, nn.Module], weights: Sequence[float]) -> None:
+        super().__init__()
+        if len(weights) != len(losses):
+            raise ValueError(f"{len(weights)} weights for {len(losses)} layers")
+        self.losses = nn.ModuleDict(losses)
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        terms = [w * loss(features[name]) for (name, loss), w in zip(self.losses.items(), self.weights)]
+        return torch.stack(terms).sum(0)
+
+
+def layer_weights(layers: Sequence[str], weights: Sequence[float] | None) -> tuple[float, ...]:
+    """Explicit per-layer weights, or 1/len(layers) each (Gatys 2016: w_l = 1/5 over five style layers)."""
+    if weights is not None:
+        return tuple(float(w) for w in weights)
+    return tuple(1.0 / len(layers) for _ in layers)
+
+
+__all__ = [
+    "ContentLoss",
+    "StyleLoss",
+    "WeightedSum",
+    "content_loss",
+    "gram",
+    "layer_weights",
+    "style_layer_loss",
+    "style_loss",
+    "total_loss",
+    "tv_loss",
+]

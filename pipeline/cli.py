@@ -1,0 +1,57 @@
+"""The `nst` command: a thin Typer root that registers each command group and turns errors into one line.
+
+Entry point of the console script. Commands live in their own modules (cli_stylize, cli_manifest, cli_run,
+cli_demo); this module only wires them and owns the top-level error handling.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from pipeline.cli_stylize import stylize_command
+from pipeline.storage import mask_text
+
+DEBUG_ENV = "NST_DEBUG"
+
+app = typer.Typer(
+    name="nst",
+    help="Distributed batch neural style transfer (Gatys et al.) on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    epilog="Set NST_DEBUG=1 for full tracebacks. Docs: README.md and docs/.",
+)
+app.command("stylize", no_args_is_help=True)(stylize_command)
+
+
+def main() -> None:
+    """Run the CLI; unexpected errors become one line and exit code 1 (tracebacks behind NST_DEBUG=1)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
+        if os.environ.get(DEBUG_ENV):
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {mask_text(format_error(exc))}", highlight=False)
+        sys.exit(1)
+
+
+def format_error(exc: BaseException) -> str:
+    """Our own errors carry complete messages; anything else is prefixed by its type for searchability."""
+    from nst_core.images import ImageError
+    from nst_core.vgg import WeightsError
+    from pipeline.storage import InputMissing, StorageError
+
+    if isinstance(exc, (ImageError, WeightsError, StorageError, InputMissing, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
+
+
+if __name__ == "__main__":
+    main()
