@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.cli_stylize import stylize_command
 from pipeline.storage import mask_text
@@ -28,6 +29,11 @@ app = typer.Typer(
 app.command("stylize", no_args_is_help=True)(stylize_command)
 
 
+@app.callback()
+def root() -> None:
+    """Distributed batch neural style transfer (Gatys et al.) on Ray."""
+
+
 def main() -> None:
     """Run the CLI; unexpected errors become one line and exit code 1 (tracebacks behind NST_DEBUG=1)."""
     try:
@@ -38,7 +44,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
         if os.environ.get(DEBUG_ENV):
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {mask_text(format_error(exc))}", highlight=False)
+        Console(stderr=True).print("[bold red]error:[/] " + escape(mask_text(format_error(exc))), highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

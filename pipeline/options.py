@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Optional, TypeVar
@@ -110,7 +111,12 @@ def with_style_params(func: F) -> F:
     Invalid combinations (unknown layer, negative steps…) are reported as a usage error naming the option.
     """
     signature = inspect.signature(func)
-    own = [p for p in signature.parameters.values() if p.name != "params"]
+    hints = typing.get_type_hints(func, include_extras=True)  # resolves `from __future__` string annotations
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in signature.parameters.values()
+        if p.name != "params"
+    ]
     names = [field.name for field in STYLE_PARAM_FIELDS]
 
     @functools.wraps(func)
@@ -123,7 +129,9 @@ def with_style_params(func: F) -> F:
         return func(params=params, **kwargs)
 
     extra = [_option_for(field) for field in STYLE_PARAM_FIELDS]
-    wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    parameters = own + extra
+    wrapper.__signature__ = signature.replace(parameters=parameters, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper  # type: ignore[return-value]
 
 

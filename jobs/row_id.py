@@ -1,0 +1,64 @@
+"""Stable row ids: a hash of what determines the output image; called by the builder and the batch scanner.
+
+Formula (version 1), documented in docs/manifest.md so that any tool can recompute it:
+
+    params_key = ";".join(f"{name}={format_field(name, value)}" for name, value in sorted effective fields)
+    canonical  = "nst-row/1\\n" + content_uri + "\\n" + style_uri + "\\n" + params_key
+    row_id     = sha256(canonical.encode("utf-8")).hexdigest()[:20]
+
+`log_every` is left out of params_key unless `early_stop` > 0: it only sets how often losses are
+recorded, except that early stopping compares the loss every `log_every` steps. Every other field is kept,
+even where the engine ignores it (size/steps under a schedule): two jobs wrongly sharing an id would make a
+resumed run skip real work, while two ids for one image only cost a duplicate computation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from nst_core.params import StyleParams, format_field
+
+from jobs.schema import PARAM_COLUMNS
+
+ROW_ID_VERSION = "nst-row/1"
+ROW_ID_HEX = 20
+"""80 bits: a collision among 10⁹ rows has probability ~4e-7."""
+_SORTED_FIELDS: tuple[str, ...] = tuple(sorted(PARAM_COLUMNS))
+
+
+def params_key(params: StyleParams) -> str:
+    """Canonical text of the effective parameters that change the output image."""
+    parts = []
+    for name in _SORTED_FIELDS:
+        if name == "log_every" and not params.early_stop > 0:
+            continue
+        parts.append(f"{name}={format_field(name, getattr(params, name))}")
+    return ";".join(parts)
+
+
+def _check_uri_text(uri: str) -> None:
+    if "\n" in uri or "\r" in uri:
+        raise ValueError(f"URI contains a line break: {uri!r}")
+
+
+def row_id_for(content_uri: str, style_uri: str, params: StyleParams) -> str:
+    """The id of one job; the same for the same inputs on any machine, in any run, for any column order."""
+    _check_uri_text(content_uri)
+    _check_uri_text(style_uri)
+    return row_id_from_key(content_uri, style_uri, params_key(params))
+
+
+def row_id_from_key(content_uri: str, style_uri: str, key: str) -> str:
+    canonical = f"{ROW_ID_VERSION}\n{content_uri}\n{style_uri}\n{key}"
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:ROW_ID_HEX]
+
+
+def row_ids_from_keys(contents: Iterable[str], styles: Iterable[str], keys: Iterable[str]) -> list[str]:
+    """Many ids at once (the 1M-row builder): one sha256 per row, parameters pre-rendered per distinct set."""
+    sha = hashlib.sha256
+    head = ROW_ID_VERSION + "\n"
+    return [
+        sha(f"{head}{c}\n{s}\n{k}".encode()).hexdigest()[:ROW_ID_HEX]
+        for c, s, k in zip(contents, styles, keys, strict=True)
+    ]

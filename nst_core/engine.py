@@ -1,0 +1,404 @@
+"""Batched Gatys et al. optimisation of image pixels; the Stylizer is called by the CLI and the pipeline's GPU actors.
+
+B images are optimised in one tensor with the SUM of their own losses, so each image's gradient is exactly
+what it would be alone; Adam and gradient descent update elementwise, hence a batch reproduces per-image
+runs. L-BFGS does not (one line search and one curvature history for the whole tensor would couple the
+images), so it runs image by image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
+from nst_core.images import resize_long_side, resize_to, resized_shape
+from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
+from nst_core.params import Init, OptimizerName, PreserveColor, StyleParams
+from nst_core.precision import conv_precision
+from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
+from nst_core.vgg import VGGFeatures
+
+_COLUMNS = ("total", "content", "style", "tv")
+
+
+@dataclass
+class LossCurve:
+    """Losses every `log_every` steps and after the last step. Terms are weighted (α·L_c, β·L_s, tv·L_tv),
+    so content + style + tv = total. `step` counts updates from the start of the run across stages."""
+
+    step: list[int]
+    total: list[float]
+    content: list[float]
+    style: list[float]
+    tv: list[float]
+    stage: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ImageResult:
+    image: Tensor
+    """[3, H, W] float32 on the CPU, in [0, 1]."""
+    curve: LossCurve
+    final: dict[str, float]
+    """total, content, style, tv of the returned image."""
+    steps_run: int
+    """Updates applied over all stages; fewer than planned when early stopping fired."""
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """Progress after one update; built from Python counters only, so reporting never waits for the device."""
+
+    stage: int
+    step: int
+    steps: int
+
+
+@dataclass
+class _StageLog:
+    offset: int
+    steps: list[int]
+    values: Tensor  # [K, B, 4] on device until the end of the run
+    steps_run: Tensor  # [B]
+    final: Tensor  # [B, 4]
+
+
+class Stylizer:
+    """Holds a frozen VGG on one device and stylises batches of images with it."""
+
+    def __init__(
+        self, model: VGGFeatures, device: str | torch.device | None = None, *, channels_last: bool | None = None
+    ) -> None:
+        self.device = torch.device(device) if device is not None else model.mean.device
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # ------------------------------------------------------------------ public
+    def stylize(
+        self,
+        contents: Sequence[Tensor],
+        styles: Style | Sequence[Style],
+        params: StyleParams,
+        *,
+        cache: MutableMapping[Hashable, StyleTargets] | None = None,
+        init_images: Sequence[Tensor] | None = None,
+        callback: Callable[[StepReport], None] | None = None,
+    ) -> list[ImageResult]:
+        """Stylise every content image; result i belongs to contents[i].
+
+        contents: [3,H,W] in [0,1], any size (resized to the stage long side). styles: one for all or one
+        per content. init_images (one per content) replace params.init. Contents whose shapes agree at every
+        stage are optimised as one batch.
+        """
+        contents = list(contents)
+        for i, c in enumerate(contents):
+            if not isinstance(c, Tensor) or c.dim() != 3 or c.shape[0] != 3:
+                shape = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+                raise ValueError(f"content {i} must be a [3, H, W] tensor, got {shape}")
+        if isinstance(styles, Style):
+            style_list = [styles] * len(contents)
+        else:
+            style_list = list(styles)
+            if len(style_list) != len(contents):
+                raise ValueError(f"{len(style_list)} styles for {len(contents)} contents (give one, or one per content)")
+        if init_images is not None and len(init_images) != len(contents):
+            raise ValueError(f"{len(init_images)} init images for {len(contents)} contents")
+        stages = params.stages()
+        groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for i, c in enumerate(contents):
+            shapes = tuple(resized_shape(int(c.shape[1]), int(c.shape[2]), side) for side, _ in stages)
+            groups.setdefault(shapes, []).append(i)
+        memo: dict[tuple[int, int], StyleTargets] = {}
+        results: list[ImageResult | None] = [None] * len(contents)
+        for shapes, members in groups.items():
+            # L-BFGS shares one line search and curvature history across its parameter tensor, which
+            # would couple the images of a batch: run it per image (see module docstring).
+            chunks = [[i] for i in members] if params.optimizer is OptimizerName.lbfgs else [members]
+            for chunk in chunks:
+                out = self._run(
+                    [contents[i] for i in chunk],
+                    [style_list[i] for i in chunk],
+                    None if init_images is None else [init_images[i] for i in chunk],
+                    shapes,
+                    params,
+                    cache,
+                    memo,
+                    callback,
+                )
+                for i, r in zip(chunk, out):
+                    results[i] = r
+        return [r for r in results if r is not None]
+
+    def style_targets(
+        self,
+        style: Style,
+        content_shape: tuple[int, int],
+        params: StyleParams,
+        *,
+        content: Tensor | None = None,
+        cache: MutableMapping[Hashable, StyleTargets] | None = None,
+    ) -> StyleTargets:
+        """Targets for one style and stage, through `cache` when the style has a key (counts hits/misses)."""
+        key = target_cache_key(style, content_shape, params, content=content)
+        full_key = None if key is None else (self.model.arch.value, self.model.weights_source, self.model.weights_sha256, key)
+        if cache is not None and full_key is not None:
+            hit = cache.get(full_key)
+            if hit is not None:
+                self.cache_hits += 1
+                return hit.to(self.device)
+            self.cache_misses += 1
+        targets = compute_style_targets(
+            self.model, style, content_long_side=max(content_shape), params=params, content=content, device=self.device
+        )
+        if cache is not None and full_key is not None:
+            cache[full_key] = targets
+        return targets
+
+    # ------------------------------------------------------------------ internals
+    def _batch_targets(
+        self,
+        styles: list[Style],
+        content: Tensor,
+        params: StyleParams,
+        cache: MutableMapping[Hashable, StyleTargets] | None,
+        memo: dict[tuple[int, int], StyleTargets],
+    ) -> dict[str, Tensor]:
+        """Â per style layer: [1,N,N] when one content-independent style serves the batch, else [B,N,N]."""
+        shape = (int(content.shape[-2]), int(content.shape[-1]))
+        per_content = needs_content(params)
+        picked: list[StyleTargets] = []
+        for b, style in enumerate(styles):
+            memo_key = (id(style), max(shape))
+            if not per_content and memo_key in memo:
+                picked.append(memo[memo_key])
+                continue
+            t = self.style_targets(style, shape, params, content=content[b] if per_content else None, cache=cache)
+            if not per_content:
+                memo[memo_key] = t
+            picked.append(t)
+        if all(t is picked[0] for t in picked):
+            return {k: v.unsqueeze(0) for k, v in picked[0].grams.items()}
+        return {k: torch.stack([t.grams[k] for t in picked]) for k in params.style_layers}
+
+    def _init(
+        self, b_contents: Tensor, styles: list[Style], inits: list[Tensor] | None, params: StyleParams, lum: bool
+    ) -> Tensor:
+        shape = (int(b_contents.shape[-2]), int(b_contents.shape[-1]))
+        if inits is not None:
+            x = torch.stack([resize_to(t.to(self.device).float(), shape) for t in inits])
+            return luminance(x).clamp(0, 1) if lum else x
+        if params.init is Init.content:
+            return luminance(b_contents).clamp(0, 1) if lum else b_contents.clone()
+        if params.init is Init.noise:
+            # Each image gets the noise of generator(seed) whatever its batch, so runs are reproducible alone.
+            g = torch.Generator().manual_seed(params.seed)
+            channels = 1 if lum else 3
+            return torch.stack(
+                [torch.rand((channels, *shape), generator=g.manual_seed(params.seed)) for _ in styles]
+            ).to(self.device)
+        out = []
+        for b, style in enumerate(styles):
+            s = resize_to(style.images[0].to(self.device).float(), shape)
+            if params.preserve_color is PreserveColor.histogram:
+                s = match_color_histogram(s, b_contents[b])
+            elif lum:
+                s = match_luminance(luminance(s), luminance(b_contents[b])).clamp(0, 1)
+            out.append(s)
+        return torch.stack(out)
+
+    def _run(
+        self,
+        contents: list[Tensor],
+        styles: list[Style],
+        inits: list[Tensor] | None,
+        shapes: tuple[tuple[int, int], ...],
+        params: StyleParams,
+        cache: MutableMapping[Hashable, StyleTargets] | None,
+        memo: dict[tuple[int, int], StyleTargets],
+        callback: Callable[[StepReport], None] | None,
+    ) -> list[ImageResult]:
+        lum = params.preserve_color is PreserveColor.luminance
+        logs: list[_StageLog] = []
+        x_prev: Tensor | None = None
+        offset = 0
+        content = torch.empty(0)
+        for stage, ((_, steps), shape) in enumerate(zip(params.stages(), shapes)):
+            content = torch.stack([resize_to(c.to(self.device).float(), shape) for c in contents])
+            if x_prev is None:
+                x0 = self._init(content, styles, inits, params, lum)
+            else:
+                # Coarse-to-fine: each stage starts from the previous result, upsampled.
+                x0 = resize_to(x_prev, shape)
+            x, log = self._optimise(x0, content, styles, params, cache, memo, stage, steps, offset, lum, callback)
+            logs.append(log)
+            x_prev = x
+            offset += steps
+        assert x_prev is not None
+        images = combine_luminance(x_prev, content) if lum else x_prev.clamp(0, 1) if params.clamp else x_prev
+        return self._results(images, logs)
+
+    def _optimise(
+        self,
+        x0: Tensor,
+        content: Tensor,
+        styles: list[Style],
+        params: StyleParams,
+        cache: MutableMapping[Hashable, StyleTargets] | None,
+        memo: dict[tuple[int, int], StyleTargets],
+        stage: int,
+        steps: int,
+        offset: int,
+        lum: bool,
+        callback: Callable[[StepReport], None] | None,
+    ) -> tuple[Tensor, _StageLog]:
+        batch = x0.shape[0]
+        grams = self._batch_targets(styles, content, params, cache, memo)
+        layers = tuple(dict.fromkeys((*params.content_layers, *params.style_layers)))
+        content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
+        with torch.no_grad(), conv_precision(self.device, params.precision):
+            content_feats = self.model(self._prep(content_view), params.content_layers, params.pooling)
+        content_term = WeightedSum(
+            {n: ContentLoss(content_feats[n], params.distance) for n in params.content_layers},
+            layer_weights(params.content_layers, params.content_layer_weights),
+        )
+        style_term = WeightedSum(
+            {n: StyleLoss(grams[n], params.style_normalization, params.distance) for n in params.style_layers},
+            layer_weights(params.style_layers, params.style_layer_weights),
+        )
+
+        def losses(x: Tensor) -> Tensor:
+            """[B, 4]: total, α·L_c, β·L_s, tv·L_tv per image."""
+            image = x.expand(-1, 3, -1, -1) if lum else x
+            with conv_precision(self.device, params.precision):
+                feats = self.model(self._prep(image), layers, params.pooling)
+            lc = content_term(feats)
+            ls = style_term(feats)
+            lt = tv_loss(x) if params.tv_weight > 0 else torch.zeros_like(lc)
+            if params.content_ratio is not None:
+                alpha, beta = params.content_ratio, 1.0 - params.content_ratio
+            else:
+                alpha, beta = params.content_weight, params.style_weight
+            total = total_loss(lc, ls, lt, alpha=alpha, beta=beta, tv_weight=params.tv_weight)
+            return torch.stack([total, alpha * lc, beta * ls, params.tv_weight * lt], dim=1)
+
+        x = x0.detach().clone().float().requires_grad_(True)
+        opt: torch.optim.Optimizer
+        if params.optimizer is OptimizerName.adam:
+            opt = torch.optim.Adam([x], lr=params.lr)
+        elif params.optimizer is OptimizerName.gd:
+            opt = torch.optim.SGD([x], lr=params.lr)
+        else:
+            # L-BFGS picks its step with a strong-Wolfe line search, so params.lr (an Adam/GD step size)
+            # does not apply; lr=1 is the natural initial step of a quasi-Newton method.
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
+
+        log_steps = list(range(0, steps, params.log_every))
+        values = torch.zeros(len(log_steps), batch, 4, device=self.device)
+        steps_run = torch.zeros(batch, dtype=torch.long, device=self.device)
+        early = params.early_stop > 0
+        active = torch.ones(batch, dtype=torch.bool, device=self.device)
+        prev_total: Tensor | None = None
+        for step in range(steps):
+            record = step % params.log_every == 0
+            if isinstance(opt, torch.optim.LBFGS):
+                first: list[Tensor] = []
+
+                def closure() -> Tensor:
+                    opt.zero_grad(set_to_none=True)
+                    terms = losses(x)
+                    terms[:, 0].sum().backward()
+                    if not first:
+                        first.append(terms.detach())
+                    return terms[:, 0].sum()
+
+                x_old = x.detach().clone() if early else None
+                opt.step(closure)
+                current = first[0]
+            else:
+                opt.zero_grad(set_to_none=True)
+                current = losses(x)
+                current[:, 0].sum().backward()
+                x_old = x.detach().clone() if early else None
+            if record:
+                k = step // params.log_every
+                values[k] = current.detach()
+                if early:
+                    total_now = current[:, 0].detach()
+                    if prev_total is not None:
+                        rel = (prev_total - total_now).abs() / prev_total.abs().clamp_min(1e-30)
+                        active &= rel >= params.early_stop
+                    prev_total = total_now
+            if not isinstance(opt, torch.optim.LBFGS):
+                opt.step()
+            with torch.no_grad():
+                if params.clamp:
+                    x.clamp_(0.0, 1.0)
+                if x_old is not None:
+                    # An image that stopped early keeps its pixels while the rest of the batch goes on.
+                    x.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), x, x_old))
+                steps_run += active
+            if early and record and step > 0 and not bool(active.any()):
+                break  # one host sync per log interval, and only when early stopping is on
+            if callback is not None:
+                callback(StepReport(stage=stage, step=step + 1, steps=steps))
+        with torch.no_grad():
+            final = losses(x.detach())
+        return x.detach(), _StageLog(offset, log_steps, values, steps_run, final)
+
+    def _prep(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @staticmethod
+    def _results(images: Tensor, logs: list[_StageLog]) -> list[ImageResult]:
+        host = [
+            (log.offset, log.steps, log.values.cpu(), log.steps_run.cpu(), log.final.cpu()) for log in logs
+        ]  # the only device → host copies of the run
+        images = images.detach().float().cpu()
+        out = []
+        for b in range(images.shape[0]):
+            rows: list[tuple[int, int, list[float]]] = []
+            for stage, (offset, steps, values, steps_run, final) in enumerate(host):
+                ran = int(steps_run[b])
+                for k, s in enumerate(steps):
+                    if s <= ran:
+                        rows.append((stage, offset + s, values[k, b].tolist()))
+                if not rows or rows[-1][1] != offset + ran:
+                    rows.append((stage, offset + ran, final[b].tolist()))
+            last = host[-1][4][b].tolist()
+            curve = LossCurve(
+                step=[r[1] for r in rows],
+                total=[r[2][0] for r in rows],
+                content=[r[2][1] for r in rows],
+                style=[r[2][2] for r in rows],
+                tv=[r[2][3] for r in rows],
+                stage=[r[0] for r in rows],
+            )
+            out.append(
+                ImageResult(
+                    image=images[b].clone(),
+                    curve=curve,
+                    final=dict(zip(_COLUMNS, last)),
+                    steps_run=int(sum(int(h[3][b]) for h in host)),
+                )
+            )
+        return out
+
+
+def stylize_one(
+    model: VGGFeatures, content: Tensor, style: Tensor | Style, params: StyleParams, **kwargs: object
+) -> ImageResult:
+    """Convenience wrapper: one content, one style image (or Style)."""
+    s = style if isinstance(style, Style) else Style((style,))
+    return Stylizer(model).stylize([content], s, params, **kwargs)[0]  # type: ignore[arg-type]
+
+
+__all__ = ["ImageResult", "LossCurve", "StepReport", "Stylizer", "resize_long_side", "stylize_one"]

@@ -1,0 +1,442 @@
+"""`run_manifest`: plan a run from the manifest minus the ledger's done set, run it on Ray, record it.
+
+Called by `nst run`, `nst demo` and library users. Planning (what to compute, with which attempt number)
+happens before Ray starts, so a fully done output re-runs in seconds without starting a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nst_core.params import Arch, StyleParams
+from pipeline.ledger import (
+    ErrorKind,
+    LedgerRecord,
+    RowState,
+    RowStatus,
+    compact,
+    read_ledger,
+    referenced_curves,
+    row_states,
+    utcnow,
+    write_part,
+)
+from pipeline.outputs import (
+    CURVES_DIR,
+    OutputLayout,
+    OutputNameError,
+    image_format,
+    list_files,
+    sweep_temporary,
+)
+from pipeline.storage import (
+    StorageError,
+    filesystem,
+    join,
+    known_protocol,
+    mask_options,
+    mask_text,
+    mask_uri,
+    protocol_of,
+    read_bytes,
+    write_bytes_atomic,
+)
+from pipeline.tasks import RowTask, WorkerConfig
+
+STYLE_CACHE_SIZE = 32
+
+
+class RunError(RuntimeError):
+    """The run could not start or had to stop (the message says why and what to do)."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out: str
+    manifest_rows: int
+    already_done: int
+    planned: int
+    done: int
+    failed: int
+    retried: int
+    not_retried: int
+    """Rows left failed from earlier runs (bad input, or attempts exhausted): see --retry-failed."""
+    remaining: int
+    """Rows neither done nor failed for good when the run stopped (interrupted, aborted)."""
+    duplicates: int
+    seconds: float
+    rows_per_hour: float
+    cache_hits: int
+    cache_misses: int
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    aborted: str | None = None
+    oom_splits: int = 0
+    worker_losses: int = 0
+    note: str | None = None
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        total = self.cache_hits + self.cache_misses
+        return self.cache_hits / total if total else None
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0 and not self.interrupted and self.aborted is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cache_hit_rate"] = self.cache_hit_rate
+        return data
+
+
+@dataclass
+class Plan:
+    tasks: list[RowTask]
+    records: list[LedgerRecord]
+    """Failures decided while planning (bad manifest rows, bad output names): recorded before the run."""
+    manifest_rows: int = 0
+    already_done: int = 0
+    not_retried: int = 0
+    duplicates: int = 0
+
+
+def plan_rows(
+    manifest: str,
+    params: StyleParams,
+    layout: OutputLayout,
+    states: Mapping[str, RowState],
+    *,
+    run_id: str,
+    max_attempts: int,
+    retry_failed: bool,
+    storage_options: Mapping[str, Any] | None,
+) -> Plan:
+    """Manifest rows minus done rows; failed rows only while attempts remain (or with --retry-failed)."""
+    from jobs import ManifestRow, iter_manifest
+
+    plan = Plan(tasks=[], records=[])
+    seen: set[str] = set()
+    claimed: dict[str, str] = {}  # output URI -> row id
+    for state in states.values():
+        if state.done and state.done_record and state.done_record.get("output_uri"):
+            claimed[state.done_record["output_uri"]] = state.row_id
+
+    def record_failure(row_id: str, index: int, kind: ErrorKind, message: str, **extra: Any) -> None:
+        plan.records.append(
+            LedgerRecord(
+                record_id=uuid.uuid4().hex,
+                run_id=run_id,
+                row_id=row_id,
+                manifest_index=index,
+                status=RowStatus.failed,
+                attempt=1,
+                error_kind=kind,
+                error_message=mask_text(message, storage_options),
+                finished_at=utcnow(),
+                **extra,
+            )
+        )
+
+    for item in iter_manifest(manifest, defaults=params, storage_options=dict(storage_options or {})):
+        plan.manifest_rows += 1
+        if not isinstance(item, ManifestRow):
+            row_id = item.row_id or f"manifest-row-{item.index}"
+            if row_id in seen:
+                plan.duplicates += 1
+                continue
+            seen.add(row_id)
+            state = states.get(row_id)
+            if state is not None and state.done:
+                plan.already_done += 1
+            elif state is not None and not retry_failed:
+                plan.not_retried += 1
+            else:
+                where = f" column {item.column!r}" if item.column else ""
+                record_failure(row_id, item.index, ErrorKind.bad_manifest_row, f"manifest row {item.index}{where}: {item.message}")
+            continue
+        if item.row_id in seen:
+            plan.duplicates += 1
+            continue
+        seen.add(item.row_id)
+        state = states.get(item.row_id)
+        if state is not None and state.done:
+            plan.already_done += 1
+            continue
+        attempt = 1
+        if state is not None and not retry_failed:
+            if state.permanent_failure or state.attempt >= max_attempts:
+                plan.not_retried += 1
+                continue
+            attempt = state.attempt + 1
+        extra = {"content_uri": item.content_uri, "style_uri": item.style_uri, "metadata": dict(item.metadata)}
+        try:
+            output_uri = layout.image_uri(item.row_id, item.output_name)
+            fmt = image_format(output_uri)
+        except OutputNameError as exc:
+            record_failure(item.row_id, item.index, ErrorKind.bad_output_name, f"row {item.index}: {exc}", **extra)
+            continue
+        owner = claimed.setdefault(output_uri, item.row_id)
+        if owner != item.row_id:
+            record_failure(
+                item.row_id, item.index, ErrorKind.bad_output_name,
+                f"row {item.index}: output {mask_uri(output_uri)} is already the output of row {owner}", **extra
+            )
+            continue
+        plan.tasks.append(
+            RowTask(
+                row_id=item.row_id,
+                index=item.index,
+                content_uri=item.content_uri,
+                style_uri=item.style_uri,
+                params=item.params,
+                output_uri=output_uri,
+                image_format=fmt,
+                metadata=dict(item.metadata),
+                attempt=attempt,
+            )
+        )
+    return plan
+
+
+def sweep_orphan_curves(layout: OutputLayout, referenced: set[str], storage_options: Mapping[str, Any] | None) -> int:
+    """Delete curve files no done record points to: leftovers of batches whose driver died before recording.
+
+    Their rows are not done, so they are recomputed into a new curve file; keeping the old one would
+    leave a second, unreferenced curve for the same row in the listing.
+    """
+    directory = join(layout.root, CURVES_DIR)
+    fs, _ = filesystem(directory, storage_options)
+    refs = {filesystem(u, storage_options)[1] for u in referenced}
+    removed = 0
+    for path in list_files(directory, storage_options):
+        if path.endswith(".parquet") and path not in refs:
+            fs.rm_file(path)
+            removed += 1
+    return removed
+
+
+def manifest_sha256(manifest: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    try:
+        from jobs import manifest_fingerprint
+
+        return str(manifest_fingerprint(manifest, storage_options=dict(storage_options or {})))
+    except Exception:  # noqa: BLE001 - the hash is informative; the run itself reads the manifest
+        return None
+
+
+def read_run_json(layout: OutputLayout, storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(read_bytes(layout.run_json_uri(), storage_options))  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return None
+
+
+def write_run_json(layout: OutputLayout, data: dict[str, Any], storage_options: Mapping[str, Any] | None) -> None:
+    write_bytes_atomic(
+        layout.run_json_uri(), json.dumps(data, indent=2, sort_keys=True, default=str).encode(), storage_options
+    )
+
+
+def run_manifest(
+    *,
+    manifest: str,
+    out: str,
+    params: StyleParams,
+    address: str | None = None,
+    weights: str = "imagenet",
+    weights_sha256: str | None = None,
+    arch: str = "vgg19",
+    batch_size: int | str = "auto",
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
+    import ray
+
+    from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
+    from pipeline.driver import Driver
+    from pipeline.progress import RunProgress
+    from pipeline.provenance import package_versions
+    from pipeline.ray_runtime import (
+        check_uris_reachable,
+        create_workers,
+        kill_workers,
+        plan_workers,
+        ray_session,
+    )
+
+    if max_attempts < 1:
+        raise ValueError(f"--max-attempts must be >= 1, got {max_attempts}")
+    fixed_batch = _parse_batch_size(batch_size)
+    if num_workers is not None and num_workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {num_workers}")
+    arch = Arch(arch).value
+    for uri, what in ((manifest, "manifest"), (out, "--out")):
+        if not known_protocol(uri):
+            raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
+    options = dict(storage_options or {})
+    layout = OutputLayout(out)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    started_wall = time.time()
+    started_at = utcnow()
+
+    sweep_temporary(out)
+    table = read_ledger(layout, options)
+    states = row_states(table)
+    plan = plan_rows(
+        manifest, params, layout, states, run_id=run_id, max_attempts=max_attempts,
+        retry_failed=retry_failed, storage_options=options,
+    )
+    write_part(layout, plan.records, options)
+    sweep_orphan_curves(layout, referenced_curves(table), options)
+
+    previous = read_run_json(layout, options) or {}
+    history = list(previous.get("history", []))
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "started_at": started_at.isoformat(),
+        "manifest": mask_uri(manifest),
+        "manifest_sha256": manifest_sha256(manifest, options),
+        "out": mask_uri(out),
+        "address": mask_uri(address) if address else None,
+        "params": params.to_dict(),
+        "weights": {"source": mask_uri(weights), "sha256": weights_sha256, "arch": arch},
+        "batch_size": batch_size,
+        "max_attempts": max_attempts,
+        "retry_failed": retry_failed,
+        "storage_options": mask_options(options),
+        "versions": package_versions(),
+        "history": history,
+    }
+    summary = RunSummary(
+        run_id=run_id, out=mask_uri(out), manifest_rows=plan.manifest_rows, already_done=plan.already_done,
+        planned=len(plan.tasks), done=0, failed=len(plan.records), retried=0, not_retried=plan.not_retried,
+        remaining=len(plan.tasks), duplicates=plan.duplicates, seconds=0.0, rows_per_hour=0.0,
+        cache_hits=0, cache_misses=0,
+        failures_by_kind=_count_kinds(plan.records),
+    )
+    if not plan.tasks:
+        summary.seconds = time.time() - started_wall
+        _finish_record(record, summary, layout, options, history)
+        return summary
+
+    write_run_json(layout, record, options)
+    with ray_session(address) as info:
+        check_uris_reachable(
+            [out] + [t.content_uri for t in plan.tasks] + [t.style_uri for t in plan.tasks]
+            + ([weights] if "://" in weights or weights.startswith("/") else []),
+            info,
+        )
+        worker_plan = plan_workers(info, num_workers)
+        if not worker_plan.on_gpu:
+            summary.note = (
+                f"no GPU in the Ray cluster: running {worker_plan.count} CPU worker(s); this is slow "
+                "(minutes per image at full size)"
+            )
+        config = WorkerConfig(
+            weights=weights, weights_sha256=weights_sha256, arch=arch, storage_options=options, out=out,
+            target_cache_size=STYLE_CACHE_SIZE,
+        )
+        actors = create_workers(worker_plan, config, run_id)
+        try:
+            try:
+                infos = ray.get([a.info.remote() for a in actors])
+            except ray.exceptions.RayActorError as exc:
+                raise RunError(f"workers could not start: {mask_text(_actor_error_text(exc), options)}") from None
+            record["workers"] = [{k: i[k] for k in ("name", "node", "device", "gpu_ids")} for i in infos]
+            record["weights"].update(source=infos[0].get("weights_source"), sha256=infos[0].get("weights_sha256"))
+            summary.workers = record["workers"]
+            min_free = min(int(i["free_bytes"]) for i in infos)
+            cap = GPU_CAP if worker_plan.on_gpu else CPU_CAP
+
+            def size_for(p: StyleParams) -> int:
+                return fixed_batch if fixed_batch is not None else auto_batch_size(min_free, p, arch, cap=cap)
+
+            display = RunProgress(enabled=progress, total=len(plan.tasks), note=summary.note)
+            driver = Driver(
+                actors=actors, infos=infos, layout=layout, run_id=run_id, batch_size=size_for,
+                max_attempts=max_attempts, storage_options=options, style_cache_size=STYLE_CACHE_SIZE,
+                on_event=display.update,
+            )
+            driver.add(plan.tasks)
+            with display:
+                stats = driver.run()
+        finally:
+            kill_workers(actors)
+    summary.done = stats.done
+    summary.failed += stats.failed
+    summary.retried = stats.retried
+    summary.remaining = driver.remaining()
+    summary.interrupted = stats.interrupted
+    summary.aborted = stats.aborted
+    summary.oom_splits = stats.oom_splits
+    summary.worker_losses = stats.worker_losses
+    for kind, n in stats.failures_by_kind.items():
+        summary.failures_by_kind[kind] = summary.failures_by_kind.get(kind, 0) + n
+    summary.cache_hits, summary.cache_misses = driver.cache_counts()
+    summary.seconds = time.time() - started_wall
+    summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
+    try:
+        compact(layout, options)
+    except (OSError, StorageError):
+        pass  # compaction is an optimisation; the parts are intact
+    _finish_record(record, summary, layout, options, history)
+    return summary
+
+
+def _finish_record(
+    record: dict[str, Any], summary: RunSummary, layout: OutputLayout, options: dict[str, Any], history: list[Any]
+) -> None:
+    record["status"] = (
+        "interrupted" if summary.interrupted else "aborted" if summary.aborted else "completed"
+    )
+    record["finished_at"] = utcnow().isoformat()
+    record["stats"] = summary.to_dict()
+    history.append({k: record.get(k) for k in ("run_id", "status", "started_at", "finished_at")}
+                   | {"done": summary.done, "failed": summary.failed, "seconds": summary.seconds})
+    record["history"] = history[-100:]
+    write_run_json(layout, record, options)
+
+
+def _count_kinds(records: list[LedgerRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        key = r.error_kind.value if r.error_kind is not None else "unknown"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _parse_batch_size(batch_size: int | str) -> int | None:
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool):
+        value = batch_size
+    elif isinstance(batch_size, str) and batch_size.strip().lower() == "auto":
+        return None
+    else:
+        try:
+            value = int(str(batch_size))
+        except ValueError:
+            raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}") from None
+    if value < 1:
+        raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}")
+    return value
+
+
+def _actor_error_text(exc: BaseException) -> str:
+    text = str(exc)
+    # Ray's message embeds the constructor's traceback; its last line is the actual error.
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,87 @@
+"""Messages between the run driver and its Ray workers: what to compute, and what happened to each row.
+
+Plain picklable dataclasses with no torch inside, so the driver can plan and record without the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nst_core.params import StyleParams
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything an actor needs to build its heavy state itself (the model is never shipped)."""
+
+    weights: str = "imagenet"
+    weights_sha256: str | None = None
+    arch: str = "vgg19"
+    storage_options: dict[str, Any] | None = None
+    out: str = ""
+    target_cache_size: int = 32
+    style_image_cache_size: int = 16
+    io_threads: int = 4
+
+
+@dataclass(frozen=True)
+class RowTask:
+    row_id: str
+    index: int
+    content_uri: str
+    style_uri: str
+    params: StyleParams
+    output_uri: str
+    image_format: str = "png"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Rows sharing one style and one parameter set (hence one size class), optimised together."""
+
+    batch_id: str
+    rows: tuple[RowTask, ...]
+    curve_uri: str
+
+    @property
+    def style_key(self) -> str:
+        return style_key(self.rows[0].style_uri, self.rows[0].params)
+
+
+def style_key(style_uri: str, params: StyleParams) -> str:
+    """Affinity key: the rows whose style targets one cached entry can serve."""
+    return f"{style_uri}|{max(s for s, _ in params.stages())}|{params.style_scale}|{params.pooling.value}|" + ",".join(
+        params.style_layers
+    ) + f"|{params.style_normalization.value}|{params.precision.value}"
+
+
+@dataclass
+class RowOutcome:
+    row_id: str
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    error_kind: str | None = None
+    error_message: str | None = None
+    final: dict[str, float] | None = None
+    steps_run: int | None = None
+    output_uri: str | None = None
+    curve_uri: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: str
+    rows: list[RowOutcome]
+    worker: str
+    node: str
+    device: str
+    cache_hits: int = 0
+    cache_misses: int = 0
+    oom: bool = False
+    """The whole batch ran out of memory (only when it had more than one row): split it and retry."""
+    message: str | None = None

@@ -1,0 +1,266 @@
+"""The Ray actor that stylises batches: builds VGG itself, caches style targets, writes images and curves.
+
+Created by the run driver (one per GPU, or `--workers N` on CPU) from a `WorkerConfig`; the driver calls
+`run_batch` and gets one `RowOutcome` per row back. A bad row is an outcome, never an exception. The actor
+is threaded (max_concurrency=2): while one call optimises on the device under `_device_lock`, the next
+call reads and decodes its images, and the previous one encodes and uploads its results.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from nst_core.engine import ImageResult, Stylizer
+from nst_core.images import ImageError, decode_image, encode_image
+from nst_core.params import StyleParams
+from nst_core.targets import Style
+from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_bytes
+from pipeline.curves import curves_table, parquet_bytes
+from pipeline.ledger import ErrorKind, utcnow
+from pipeline.outputs import OutputNameError, check_inside
+from pipeline.storage import InputMissing, StorageError, mask_text, read_bytes, write_bytes_atomic
+from pipeline.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask, WorkerConfig
+
+
+class LRUCache(OrderedDict[Hashable, Any]):
+    """Bounded mapping that evicts the least recently used entry; the engine's style-target cache."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def classify_read_error(exc: BaseException) -> ErrorKind:
+    """Bad input is the row's fault (not retried); an I/O failure may pass (retried)."""
+    if isinstance(exc, (InputMissing, ImageError, OutputNameError)):
+        return ErrorKind.bad_input
+    if isinstance(exc, (StorageError, OSError, TimeoutError)):
+        return ErrorKind.storage
+    return ErrorKind.internal
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (InputMissing, ImageError, StorageError)) else f"{type(exc).__name__}: {text}"
+
+
+class StyleWorker:
+    """One per device. Ray wraps it with `ray.remote(...)`; it also works as a plain object in-process."""
+
+    def __init__(self, config: WorkerConfig, name: str = "worker") -> None:
+        from pipeline.weights import load_model
+
+        self.config = config
+        self.name = name
+        self.gpu_ids = _ray_gpu_ids()
+        # Ray restricts CUDA_VISIBLE_DEVICES to this actor's GPU, so it is local index 0.
+        self.device = "cuda:0" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+        self.model = load_model(
+            config.weights,
+            sha256=config.weights_sha256,
+            arch=config.arch,
+            device=self.device,
+            storage_options=config.storage_options,
+        )
+        self.stylizer = Stylizer(self.model, self.device)
+        self.targets: LRUCache = LRUCache(config.target_cache_size)
+        self.style_images: LRUCache = LRUCache(config.style_image_cache_size)
+        self._device_lock = threading.Lock()
+        self._style_lock = threading.Lock()
+        self._io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="nst-io")
+        self.node = _node_address()
+        self.batches_run = 0
+
+    def info(self) -> dict[str, Any]:
+        """Identity and capacity, for the driver's plan, the progress display and the tests."""
+        return {
+            "name": self.name,
+            "node": self.node,
+            "pid": os.getpid(),
+            "gpu_ids": [str(g) for g in self.gpu_ids],
+            "device": self.device,
+            "free_bytes": device_free_bytes(self.device),
+            "cache_hits": self.stylizer.cache_hits,
+            "cache_misses": self.stylizer.cache_misses,
+            "weights_source": getattr(self.model, "weights_source", None),
+            "weights_sha256": getattr(self.model, "weights_sha256", None),
+        }
+
+    def batch_size_for(self, params: StyleParams) -> int:
+        cap = GPU_CAP if self.device.startswith("cuda") else CPU_CAP
+        return auto_batch_size(device_free_bytes(self.device), params, self.config.arch, cap=cap)
+
+    # -- the batch call -------------------------------------------------------------------------------
+
+    def run_batch(self, spec: BatchSpec) -> BatchOutcome:
+        started = utcnow()
+        outcomes: dict[str, RowOutcome] = {}
+
+        def fail(task: RowTask, kind: ErrorKind, message: str) -> None:
+            outcomes[task.row_id] = RowOutcome(
+                row_id=task.row_id,
+                ok=False,
+                started_at=started,
+                finished_at=utcnow(),
+                error_kind=kind.value,
+                error_message=mask_text(message, self.config.storage_options),
+            )
+
+        # 1. Read and decode (outside the device lock: overlaps the other call's optimisation).
+        style_image: torch.Tensor | None = None
+        try:
+            style_image = self._style_image(spec.rows[0].style_uri)
+        except Exception as exc:  # noqa: BLE001 - every row of the batch shares this style
+            for task in spec.rows:
+                fail(task, classify_read_error(exc), f"style {describe(exc)}")
+        contents: dict[str, torch.Tensor] = {}
+        if style_image is not None:
+            futures = {task.row_id: self._io.submit(self._read_image, task.content_uri) for task in spec.rows}
+            for task in spec.rows:
+                try:
+                    contents[task.row_id] = futures[task.row_id].result()
+                except Exception as exc:  # noqa: BLE001 - one bad row never stops the others
+                    fail(task, classify_read_error(exc), f"content {describe(exc)}")
+
+        # 2. Optimise the rows that loaded, all at once.
+        ready = [task for task in spec.rows if task.row_id in contents]
+        results: dict[str, ImageResult] = {}
+        if ready and style_image is not None:
+            style = Style(images=(style_image,), key=ready[0].style_uri)
+            try:
+                with self._device_lock:
+                    out = self.stylizer.stylize(
+                        [contents[t.row_id] for t in ready], style, ready[0].params, cache=self.targets
+                    )
+                    self.batches_run += 1
+                results = {t.row_id: r for t, r in zip(ready, out, strict=True)}
+            except Exception as exc:  # noqa: BLE001 - classified below, never raised per row
+                if is_oom(exc):
+                    self._release_memory()
+                    if len(ready) > 1:
+                        return self._outcome(spec, [], oom=True, message=describe(exc))
+                    kind = ErrorKind.oom
+                elif isinstance(exc, ValueError):
+                    kind = ErrorKind.invalid_params
+                else:
+                    kind = ErrorKind.internal
+                for task in ready:
+                    fail(task, kind, describe(exc))
+        contents.clear()
+
+        # 3. Commit images (deterministic names, atomic, safe to repeat), then the batch's curve file.
+        written: list[RowTask] = []
+        for task in spec.rows:
+            if task.row_id not in results:
+                continue
+            try:
+                check_inside(self.config.out, task.output_uri)
+                data = encode_image(results[task.row_id].image, task.image_format)
+                write_bytes_atomic(task.output_uri, data, self.config.storage_options)
+                written.append(task)
+            except OutputNameError as exc:
+                fail(task, ErrorKind.bad_output_name, str(exc))
+            except Exception as exc:  # noqa: BLE001
+                fail(task, ErrorKind.storage, f"writing {describe(exc)}")
+        if written:
+            try:
+                table = curves_table([t.row_id for t in written], [results[t.row_id].curve for t in written])
+                write_bytes_atomic(spec.curve_uri, parquet_bytes(table), self.config.storage_options)
+            except Exception as exc:  # noqa: BLE001 - images are kept; the rows are redone (idempotent)
+                for task in written:
+                    fail(task, ErrorKind.storage, f"writing curves {describe(exc)}")
+                written = []
+        finished = utcnow()
+        for task in written:
+            result = results[task.row_id]
+            outcomes[task.row_id] = RowOutcome(
+                row_id=task.row_id,
+                ok=True,
+                started_at=started,
+                finished_at=finished,
+                final={k: float(v) for k, v in result.final.items()},
+                steps_run=int(result.steps_run),
+                output_uri=task.output_uri,
+                curve_uri=spec.curve_uri,
+            )
+        return self._outcome(spec, [outcomes[t.row_id] for t in spec.rows])
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _outcome(self, spec: BatchSpec, rows: list[RowOutcome], *, oom: bool = False, message: str | None = None) -> BatchOutcome:
+        return BatchOutcome(
+            batch_id=spec.batch_id,
+            rows=rows,
+            worker=self.name,
+            node=self.node,
+            device=self.device if not self.gpu_ids else f"{self.device} (gpu {','.join(map(str, self.gpu_ids))})",
+            cache_hits=self.stylizer.cache_hits,
+            cache_misses=self.stylizer.cache_misses,
+            oom=oom,
+            message=mask_text(message, self.config.storage_options) if message else None,
+        )
+
+    def _read_image(self, uri: str) -> torch.Tensor:
+        data = read_bytes(uri, self.config.storage_options)
+        return decode_image(data, name=uri)
+
+    def _style_image(self, uri: str) -> torch.Tensor:
+        with self._style_lock:
+            if uri in self.style_images:
+                return self.style_images[uri]  # type: ignore[no-any-return]
+        image = self._read_image(uri)
+        with self._style_lock:
+            self.style_images[uri] = image
+        return image
+
+    def _release_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        time.sleep(0)
+
+
+def _ray_gpu_ids() -> list[Any]:
+    try:
+        import ray
+
+        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        return []
+
+
+def _node_address() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.util.get_node_ip_address())
+    except Exception:  # noqa: BLE001
+        pass
+    return socket.gethostname()

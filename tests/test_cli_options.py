@@ -1,0 +1,70 @@
+"""The style options are generated from StyleParams: every field is an option, parsed and validated once."""
+
+import dataclasses
+
+import typer
+from typer.testing import CliRunner
+
+from nst_core.params import STYLE_PARAM_FIELDS, PreserveColor, StyleParams
+from pipeline.options import FIELD_HELP, with_style_params
+
+seen: list[StyleParams] = []
+app = typer.Typer()
+
+
+@app.command()
+@with_style_params
+def probe(name: str = "x", *, params: StyleParams) -> None:
+    seen.append(params)
+
+
+def test_every_field_has_help_text() -> None:
+    assert set(FIELD_HELP) == {field.name for field in STYLE_PARAM_FIELDS}
+
+
+def test_defaults_equal_the_dataclass_defaults() -> None:
+    seen.clear()
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 0, result.output
+    assert seen == [StyleParams()]
+
+
+def test_options_are_parsed_into_typed_fields() -> None:
+    seen.clear()
+    args = [
+        "--size", "96", "--steps", "7", "--style-weight", "5e5", "--style-layers", "relu1_1,relu3_1",
+        "--style-layer-weights", "0.25,0.75", "--schedule", "32:3,64:4", "--preserve-color", "luminance",
+        "--no-clamp", "--content-ratio", "0.3",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = dataclasses.replace(
+        StyleParams(),
+        size=96,
+        steps=7,
+        style_weight=5e5,
+        style_layers=("relu1_1", "relu3_1"),
+        style_layer_weights=(0.25, 0.75),
+        schedule=((32, 3), (64, 4)),
+        preserve_color=PreserveColor.luminance,
+        clamp=False,
+        content_ratio=0.3,
+    )
+    assert seen == [expected]
+
+
+def test_invalid_values_are_usage_errors_naming_the_problem() -> None:
+    result = CliRunner().invoke(app, ["--style-layers", "relu9_9"])
+    assert result.exit_code == 2
+    assert "relu9_9" in result.output
+    result = CliRunner().invoke(app, ["--steps", "0"])
+    assert result.exit_code == 2
+    assert "steps must be a positive integer" in result.output
+
+
+def test_help_lists_the_issue_option_names() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    for flag in ("--size", "--steps", "--optimizer", "--lr", "--init", "--seed", "--content-weight",
+                 "--style-weight", "--tv-weight", "--content-layers", "--style-layers", "--preserve-color",
+                 "--style-scale", "--precision", "--pooling"):  # fmt: skip
+        assert flag in result.output
