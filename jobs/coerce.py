@@ -11,9 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from nst_core.params import StyleParams, enum_of, parse_field
-
 from jobs.schema import PARAM_KINDS, Kind
+from nst_core.params import StyleParams, enum_of, parse_field
 
 
 def _plain(value: Any) -> Any:

@@ -20,10 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nst_core.params import StyleParams
-
 from jobs.scan import BatchScanner, Issue, Layout, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, ROW_ID_COLUMN, ManifestError, ManifestRow, RowProblem
+from nst_core.params import StyleParams
 
 DEFAULT_BATCH_ROWS = 65536
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from nst_core.params import StyleParams, format_field
-
 from jobs.schema import PARAM_COLUMNS
+from nst_core.params import StyleParams, format_field
 
 ROW_ID_VERSION = "nst-row/1"
 ROW_ID_HEX = 20

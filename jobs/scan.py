@@ -18,20 +18,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nst_core.params import StyleParams, validate_params
-
 from jobs.coerce import coerce
 from jobs.row_id import params_key, row_ids_from_keys
 from jobs.schema import (
     OUTPUT_NAME_COLUMN,
     PARAM_COLUMNS,
-    RESERVED_COLUMNS,
     REQUIRED_COLUMNS,
+    RESERVED_COLUMNS,
     ROW_ID_COLUMN,
     ManifestError,
     column_type_problem,
     value_type,
 )
+from nst_core.params import StyleParams, validate_params
 
 Issue = tuple[str | None, str]
 """(column or None, message) for one problem of one row."""

@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nst_core.params import StyleParams, format_field
-
 from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet
 from jobs.scan import BatchScanner, layout_of
+from nst_core.params import StyleParams, format_field
 
 REFERENCE_SIDE = 512
 DEFAULT_THROUGHPUT = 50.0

@@ -14,12 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nst_core.params import StyleParams
-
 from jobs.files import DEFAULT_WORKERS, check_images
 from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet, repeated_values
 from jobs.scan import BatchScanner, column_warnings, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, REQUIRED_COLUMNS, RowProblem
+from nst_core.params import StyleParams
 
 DEFAULT_MAX_PROBLEMS = 1000
 

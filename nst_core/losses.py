@@ -26,20 +26,25 @@ def _fp32(x: Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """float32, or float64 when given (so gradcheck can run the very same code in double precision)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def gram(features: Tensor) -> Tensor:
-    """G^l_ij = Σ_k F^l_ik F^l_jk (Gatys 2016 eq. 3), unnormalised, in float32.
+    """G^l_ij = Σ_k F^l_ik F^l_jk (Gatys 2016 eq. 3), unnormalised, in float32 (float64 if given).
 
     features: [B, N, H, W] → [B, N, N]. Autocast is disabled so bf16 activations are accumulated in fp32.
     """
     with _fp32(features):
-        f = features.float().flatten(2)
+        f = _wide(features).flatten(2)
         return f @ f.transpose(1, 2)
 
 
 def content_loss(features: Tensor, target: Tensor, distance: Distance | str = Distance.squared) -> Tensor:
     """L_content = ½ Σ_ij d(F^l_ij − P^l_ij) (Gatys 2016 eq. 1, d(x) = x²), one value per image: [B]."""
     with _fp32(features):
-        diff = features.float() - target.float()
+        diff = _wide(features) - _wide(target)
         return 0.5 * _dist(diff, distance).flatten(1).sum(1)
 
 
@@ -63,7 +68,7 @@ def style_layer_loss(
     positions = h * w
     with _fp32(features):
         g_hat = gram(features) / positions
-        a_hat = target_gram.float() / (target_positions if target_positions is not None else positions)
+        a_hat = _wide(target_gram) / (target_positions if target_positions is not None else positions)
         return _style_from_normalized(g_hat, a_hat, n, normalization, distance)
 
 
@@ -112,7 +117,7 @@ def total_loss(content: Tensor, style: Tensor, tv: Tensor, *, alpha: float, beta
 def tv_loss(image: Tensor) -> Tensor:
     """L_tv = Σ_ij (x_i+1,j − x_ij)² + (x_i,j+1 − x_ij)² summed over channels (Mahendran & Vedaldi 2015, β = 2): [B]."""
     with _fp32(image):
-        x = image.float()
+        x = _wide(image)
         dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).square().flatten(1).sum(1)
         dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).square().flatten(1).sum(1)
         return dh + dw

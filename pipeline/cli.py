@@ -13,6 +13,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.cli_demo import demo_command
+from pipeline.cli_manifest import manifest_app
+from pipeline.cli_run import run_command, status_command
 from pipeline.cli_stylize import stylize_command
 from pipeline.storage import mask_text
 
@@ -27,6 +30,10 @@ app = typer.Typer(
     epilog="Set NST_DEBUG=1 for full tracebacks. Docs: README.md and docs/.",
 )
 app.command("stylize", no_args_is_help=True)(stylize_command)
+app.add_typer(manifest_app, name="manifest")
+app.command("run", no_args_is_help=True)(run_command)
+app.command("status", no_args_is_help=True)(status_command)
+app.command("demo")(demo_command)
 
 
 @app.callback()

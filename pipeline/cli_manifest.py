@@ -1,0 +1,164 @@
+"""`nst manifest build|validate|show`: thin Typer commands over `jobs`; wired into the root app by pipeline/cli.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jobs.build import build_manifest, parse_param_args, parse_sweep_args
+from jobs.files import DEFAULT_WORKERS
+from jobs.summary import DEFAULT_THROUGHPUT, REFERENCE_SIDE, summarise_manifest
+from jobs.validate import validate_manifest
+from pipeline.storage import mask_text, parse_storage_options
+
+manifest_app = typer.Typer(
+    name="manifest",
+    help="Build, check and inspect content × style job manifests (Parquet).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="fsspec storage option key=value (repeatable; dotted keys nest: client_kwargs.endpoint_url=…).",
+    ),
+]
+ManifestArg = Annotated[str, typer.Argument(help="Manifest Parquet file: a local path or fsspec URI.")]
+
+
+@contextmanager
+def _user_errors(options: dict[str, Any] | None = None) -> Iterator[None]:
+    """Any failure becomes one masked line on stderr and exit code 1; NST_DEBUG=1 shows the traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if os.environ.get("NST_DEBUG"):
+            raise
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {mask_text(str(exc), options)}", markup=True, highlight=False
+        )
+        raise typer.Exit(1) from None
+
+
+def _options(pairs: list[str] | None) -> dict[str, Any]:
+    with _user_errors():
+        return parse_storage_options(pairs)
+
+
+@manifest_app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  nst manifest build --content photos/ --style 'styles/*.jpg' -o night.parquet\n\n"
+        "  nst manifest build --content s3://bucket/photos/*.jpg --style styles.txt "
+        "--param size=768 --sweep style_weight=1e5,1e6 -o s3://bucket/night.parquet"
+    )
+)
+def build(
+    content: Annotated[list[str], typer.Option("--content", "-c", help="Directory, glob, image, or .txt/.csv list.")],
+    style: Annotated[list[str], typer.Option("--style", "-s", help="Directory, glob, image, or .txt/.csv list.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Manifest to write (.parquet).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="key=value for every row (repeatable).")
+    ] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option("--sweep", help="key=v1,v2 (';' between values of list parameters); rows multiply."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing manifest.")] = False,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Write the product content × style × parameter sweeps as a Parquet manifest with row ids."""
+    options = _options(storage_option)
+    with _user_errors(options):
+        result = build_manifest(
+            content=content,
+            style=style,
+            params=parse_param_args(param or []),
+            sweeps=parse_sweep_args(sweep or []),
+            output=output,
+            storage_options=options,
+            overwrite=overwrite,
+        )
+    typer.echo(
+        f"wrote {result.rows} rows = {result.contents} contents × {result.styles} styles × "
+        f"{result.parameter_sets} parameter sets to {mask_text(result.uri, options)}"
+    )
+
+
+@manifest_app.command()
+def validate(
+    manifest: ManifestArg,
+    check_files: Annotated[bool, typer.Option(help="Open and decode every referenced image.")] = False,
+    workers: Annotated[int, typer.Option(help="Parallel file checks.")] = DEFAULT_WORKERS,
+    max_lines: Annotated[int, typer.Option(help="Problems to print before summarising the rest.")] = 50,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Check schema, types, ranges, ids, output names and URI schemes; list every problem, exit 1 if any."""
+    options = _options(storage_option)
+    with _user_errors(options):
+        report = validate_manifest(manifest, storage_options=options, check_files=check_files, workers=workers)
+    for warning in report.warnings:
+        typer.echo(f"warning: {mask_text(warning, options)}")
+    for problem in report.problems[:max_lines]:
+        typer.echo(mask_text(str(problem), options))
+    hidden = report.problem_count - min(len(report.problems), max_lines)
+    if hidden > 0:
+        typer.echo(f"… and {hidden} more problems")
+    checked = f", {report.files_checked} files opened" if check_files else ""
+    if report.ok:
+        typer.echo(f"ok: {report.rows} rows, no problems{checked}")
+        return
+    typer.echo(f"{report.problem_count} problems in {report.bad_rows} of {report.rows} rows{checked}")
+    raise typer.Exit(1)
+
+
+@manifest_app.command()
+def show(
+    manifest: ManifestArg,
+    throughput: Annotated[
+        float,
+        typer.Option(
+            help=f"Optimisation steps per second on one {REFERENCE_SIDE}×{REFERENCE_SIDE} image per GPU "
+            "(default: an H100 estimate; measure yours).",
+        ),
+    ] = DEFAULT_THROUGHPUT,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Rows, distinct inputs, parameter spread, and an upper-bound work and GPU-hour estimate."""
+    options = _options(storage_option)
+    with _user_errors(options):
+        summary = summarise_manifest(manifest, storage_options=options, throughput=throughput)
+    console = Console(soft_wrap=True)
+    overview = Table(title=mask_text(summary.uri, options), show_header=False)
+    overview.add_row("rows", f"{summary.rows:,}")
+    overview.add_row("rows with problems", f"{summary.problem_rows:,}")
+    overview.add_row("distinct contents", f"{summary.distinct_contents:,}")
+    overview.add_row("distinct styles", f"{summary.distinct_styles:,}")
+    console.print(overview)
+    if summary.parameters:
+        params = Table(title="parameter columns (rows per effective value)")
+        params.add_column("parameter")
+        params.add_column("distinct", justify="right")
+        params.add_column("values")
+        for name, counter in summary.parameters.items():
+            shown = ", ".join(f"{value} ({count:,})" for value, count in counter.most_common(8))
+            more = f", … {len(counter) - 8} more" if len(counter) > 8 else ""
+            params.add_row(name, str(len(counter)), shown + more)
+        console.print(params)
+    else:
+        console.print("no parameter columns: every row uses the run defaults")
+    console.print(f"work: {summary.pixel_iterations:.3e} pixel-iterations (upper bound: images taken as square)")
+    console.print(
+        f"estimate: {summary.gpu_hours:.3g} GPU-hours at {summary.throughput:g} steps/s "
+        f"on a {REFERENCE_SIDE}² image"
+    )

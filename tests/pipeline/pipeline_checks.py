@@ -1,0 +1,100 @@
+"""Helpers shared by the pipeline tests: real input files, manifests, and the output-consistency check."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from nst_core.params import StyleParams
+from pipeline.ledger import read_ledger, row_states
+from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
+from pipeline.storage import filesystem
+
+WEIGHTS = "random:0"
+PARAMS = StyleParams(size=32, steps=6, log_every=2)
+
+
+def write_images(directory: Path, prefix: str, count: int, *, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> list[str]:
+    """Random-texture PNGs (real files the decoder has to read)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        array = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        path = directory / f"{prefix}{i}.png"
+        Image.fromarray(array).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def write_manifest(path: str | Path, rows: Sequence[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> str:
+    table = pa.Table.from_pylist(list(rows))
+    if str(path).startswith("s3://"):
+        import fsspec
+
+        with fsspec.open(str(path), "wb", **(storage_options or {})) as fh:
+            pq.write_table(table, fh)
+    else:
+        pq.write_table(table, str(path))
+    return str(path)
+
+
+def grid_rows(contents: Sequence[str], styles: Sequence[str], count: int) -> list[dict[str, Any]]:
+    """`count` distinct (content, style) pairs, styles interleaved so batches must be regrouped by style."""
+    rows = []
+    for i in range(count):
+        rows.append({"content_uri": contents[i % len(contents)], "style_uri": styles[(i // len(contents)) % len(styles)],
+                     "tag": f"row{i}"})
+    pairs = {(r["content_uri"], r["style_uri"]) for r in rows}
+    assert len(pairs) == count, "not enough contents x styles for distinct rows"
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+
+def check_output(out: str, expected_done: Iterable[str], storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assert the invariants of a finished output folder and return what was found.
+
+    Every expected row has exactly one done record; the images present are exactly the done rows' outputs;
+    every curve file is referenced by a done record and holds each done row's curve exactly once; no
+    temporary file is left anywhere.
+    """
+    layout = OutputLayout(out)
+    table = read_ledger(layout, storage_options)
+    states = row_states(table)
+    expected = set(expected_done)
+    done = {s.row_id for s in states.values() if s.done}
+    assert expected <= done, f"rows not done: {sorted(expected - done)[:5]}"
+    duplicates = {s.row_id: s.done_records for s in states.values() if s.done_records > 1}
+    assert not duplicates, f"rows done more than once: {duplicates}"
+    files = list_files(out, storage_options)
+    assert not [f for f in files if f.rsplit("/", 1)[-1].startswith(TMP_PREFIX)], "temporary files left"
+    fs, root = filesystem(out, storage_options)
+    root = root.rstrip("/")
+    images = {f for f in files if f.startswith(root + "/images/")}
+    outputs = {filesystem(s.done_record["output_uri"], storage_options)[1] for s in states.values() if s.done}
+    assert images == outputs, f"orphan images {sorted(images - outputs)[:3]}, missing {sorted(outputs - images)[:3]}"
+    curve_files = {f for f in files if f.startswith(root + "/curves/")}
+    referenced = {filesystem(s.done_record["curve_uri"], storage_options)[1] for s in states.values() if s.done}
+    assert curve_files == referenced, f"unreferenced curve files {sorted(curve_files - referenced)[:3]}"
+    curve_rows: list[str] = []
+    for path in curve_files:
+        with fs.open(path, "rb") as fh:
+            curve = pq.read_table(fh)
+        assert curve.num_rows > 0
+        curve_rows += sorted(set(curve.column("row_id").to_pylist()))
+    assert sorted(curve_rows) == sorted(done), "each done row must have its curve exactly once"
+    return {"states": states, "table": table, "files": files, "images": images}
