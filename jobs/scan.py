@@ -124,6 +124,8 @@ def _decoded(arr: pa.Array) -> pa.Array:
         arr = arr.combine_chunks()
     if isinstance(arr, pa.DictionaryArray):
         arr = arr.dictionary_decode()
+    if hasattr(pa.types, "is_string_view") and pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.large_string())  # few compute kernels accept views yet
     return arr
 
 

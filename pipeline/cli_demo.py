@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torchvision
-import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 from rich.panel import Panel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,13 @@ def test_missing_required_column(tmp_path: Path) -> None:
         ("steps", pa.array([True]), "'steps' has type bool"),
         ("steps", pa.array([[1]]), "'steps' has type list"),
         ("optimizer", pa.array([1.0]), "'optimizer' has type double"),
-        ("style_layers", pa.array([[1, 2]]), "'style_layers' has type list<item: int64>"),
+        ("style_layers", pa.array([[1, 2]]), "'style_layers' has type list<"),
         ("output_name", pa.array([b"x"]), "'output_name' has type binary"),
     ],
 )
 def test_wrong_column_types(tmp_path: Path, column: str, array: pa.Array, expected: str) -> None:
     columns: dict[str, Any] = {"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], column: array}
-    with pytest.raises(ManifestError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ManifestError, match=re.escape(expected)):
         _problems(tmp_path, columns)
 
 

@@ -31,7 +31,7 @@ def test_rgb_png_roundtrip_exact() -> None:
     img = _gradient()
     t = decode_image(_bytes(img, "PNG"))
     assert t.shape == (3, 30, 40) and t.dtype == torch.float32
-    assert torch.equal((t * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(np.asarray(img)))
+    assert torch.equal((t * 255).round().to(torch.uint8).permute(1, 2, 0), torch.from_numpy(np.array(img)))
     again = decode_image(encode_image(t))
     assert torch.equal(again, t)
     assert decode_image(encode_image(t, "jpg")).shape == (3, 30, 40)
