@@ -112,13 +112,13 @@ def parameter_sets(
     sets: list[dict[str, Any]] = []
     resolved: list[StyleParams] = []
     for combo in itertools.product(*axes):
-        values = {**fixed, **dict(zip(sweeps, combo, strict=True))}
+        chosen = {**fixed, **dict(zip(sweeps, combo, strict=True))}
         try:
-            resolved.append(StyleParams(**values))
+            resolved.append(StyleParams(**chosen))
         except ValueError as exc:
-            shown = ", ".join(f"{k}={format_field(k, v)}" for k, v in values.items())
+            shown = ", ".join(f"{k}={format_field(k, v)}" for k, v in chosen.items())
             raise ValueError(f"parameter set {{{shown}}}: {exc}") from None
-        sets.append(values)
+        sets.append(chosen)
     return columns, sets, resolved
 
 
@@ -158,7 +158,9 @@ def write_manifest(
     target = path
     if local:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-        target = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        target = os.path.join(
+            os.path.dirname(os.path.abspath(path)), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+        )
     try:
         with fs.open(target, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
             for begin in range(0, max(total, 1), row_group_rows):
@@ -171,7 +173,11 @@ def write_manifest(
                 )
                 k_take = pa.array(k_idx)
                 batch = pa.record_batch(
-                    [content_arr.take(pa.array(c_idx)), style_arr.take(pa.array(s_idx)), pa.array(ids, pa.string())]
+                    [
+                        content_arr.take(pa.array(c_idx)),
+                        style_arr.take(pa.array(s_idx)),
+                        pa.array(ids, pa.string()),
+                    ]
                     + [param_arrs[c].take(k_take) for c in columns],
                     schema=schema,
                 )
@@ -182,7 +188,11 @@ def write_manifest(
         if local and os.path.exists(target):
             os.unlink(target)
     return BuildResult(
-        uri=output, rows=total, contents=n_c, styles=len(styles), parameter_sets=n_k,
+        uri=output,
+        rows=total,
+        contents=n_c,
+        styles=len(styles),
+        parameter_sets=n_k,
         columns=tuple(schema.names),
     )
 
@@ -198,9 +208,18 @@ def build_manifest(
     overwrite: bool = False,
 ) -> BuildResult:
     """Expand the content and style sources (directories, globs, lists, files) and write their product."""
-    contents = [u for src in content for u in list_sources(src, column="content_uri", storage_options=storage_options)]
-    styles = [u for src in style for u in list_sources(src, column="style_uri", storage_options=storage_options)]
+    contents = [
+        u for src in content for u in list_sources(src, column="content_uri", storage_options=storage_options)
+    ]
+    styles = [
+        u for src in style for u in list_sources(src, column="style_uri", storage_options=storage_options)
+    ]
     return write_manifest(
-        contents=contents, styles=styles, params=params, sweeps=sweeps, output=output,
-        storage_options=storage_options, overwrite=overwrite,
+        contents=contents,
+        styles=styles,
+        params=params,
+        sweeps=sweeps,
+        output=output,
+        storage_options=storage_options,
+        overwrite=overwrite,
     )

@@ -88,9 +88,7 @@ def coerce(name: str, value: Any) -> Any:
             assert enum_type is not None
             if isinstance(value, enum_type):
                 return value
-            raise ValueError(
-                f"{name} must be one of {', '.join(e.value for e in enum_type)}, got {value!r}"
-            )
+            raise ValueError(f"{name} must be one of {', '.join(e.value for e in enum_type)}, got {value!r}")
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list or a comma-separated string, got {value!r}")
         if kind is Kind.layers:

@@ -36,8 +36,8 @@ def open_parquet(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
         raise ManifestError(f"manifest not found: {uri}") from None
     except IsADirectoryError:
         raise ManifestError(f"manifest {uri} is a directory; pass the Parquet file itself") from None
-    except (ImportError, ValueError, OSError) as exc:
-        raise ManifestError(f"cannot open manifest {uri}: {exc}") from None
+    except Exception as exc:  # backends raise their own types (botocore, gcsfs); all mean "cannot open"
+        raise ManifestError(f"cannot open manifest {uri}: {type(exc).__name__}: {exc}") from None
     try:
         try:
             parquet = pq.ParquetFile(handle)
@@ -48,8 +48,9 @@ def open_parquet(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
         handle.close()
 
 
-def iter_batches(parquet: pq.ParquetFile, uri: str, batch_rows: int, columns: list[str] | None = None
-                 ) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    parquet: pq.ParquetFile, uri: str, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
     try:
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -76,8 +77,11 @@ def _explicit_duplicates(
     parquet: pq.ParquetFile, layout: Layout, uri: str, batch_rows: int
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Row ids and output names used more than once, found by a pre-pass over just those columns."""
-    columns = [c for c, present in ((ROW_ID_COLUMN, layout.has_row_id), (OUTPUT_NAME_COLUMN, layout.has_output_name))
-               if present]
+    columns = [
+        c
+        for c, present in ((ROW_ID_COLUMN, layout.has_row_id), (OUTPUT_NAME_COLUMN, layout.has_output_name))
+        if present
+    ]
     if not columns:
         return {}, {}
     collected: dict[str, list[pa.Array]] = {c: [] for c in columns}
@@ -88,7 +92,9 @@ def _explicit_duplicates(
                 arr = arr.dictionary_decode()
             if not pa.types.is_null(arr.type):
                 collected[c].append(arr)
-    return repeated_values(collected.get(ROW_ID_COLUMN, [])), repeated_values(collected.get(OUTPUT_NAME_COLUMN, []))
+    return repeated_values(collected.get(ROW_ID_COLUMN, [])), repeated_values(
+        collected.get(OUTPUT_NAME_COLUMN, [])
+    )
 
 
 def json_safe(value: Any) -> Any:
@@ -113,7 +119,9 @@ def json_safe(value: Any) -> Any:
 
 
 def _problem(index: int, row_id: str | None, issues: list[Issue]) -> RowProblem:
-    return RowProblem(index=index, row_id=row_id, column=issues[0][0], message="; ".join(m for _, m in issues))
+    return RowProblem(
+        index=index, row_id=row_id, column=issues[0][0], message="; ".join(m for _, m in issues)
+    )
 
 
 def iter_manifest(
@@ -143,14 +151,15 @@ def iter_manifest(
             names = (
                 batch.column(OUTPUT_NAME_COLUMN).to_pylist() if layout.has_output_name else [None] * len(ids)
             )
-            metadata = (
-                batch.select(list(layout.metadata)).to_pylist() if layout.metadata else [{}] * len(ids)
-            )
+            metadata = batch.select(list(layout.metadata)).to_pylist() if layout.metadata else [{}] * len(ids)
             for i, row_id in enumerate(ids):
                 issues = list(scanned.issues.get(i, ()))
                 if row_id in repeated_ids:
                     issues.append(
-                        (ROW_ID_COLUMN, f"row_id {row_id!r} appears {repeated_ids[row_id]} times; ids must be unique")
+                        (
+                            ROW_ID_COLUMN,
+                            f"row_id {row_id!r} appears {repeated_ids[row_id]} times; ids must be unique",
+                        )
                     )
                 name = names[i]
                 if name is not None and name in repeated_names:
@@ -163,7 +172,10 @@ def iter_manifest(
                     )
                 if not issues and not layout.has_row_id and row_id in seen:
                     issues.append(
-                        (None, f"same content_uri, style_uri and parameters as an earlier row (row_id {row_id})")
+                        (
+                            None,
+                            f"same content_uri, style_uri and parameters as an earlier row (row_id {row_id})",
+                        )
                     )
                 if issues:
                     yield _problem(start + i, row_id, issues)

@@ -269,7 +269,7 @@ class BatchScanner:
             if scheme in known:
                 self._schemes[scheme] = None
             else:
-                close = difflib.get_close_matches(scheme.lower(), sorted(known), n=1, cutoff=0.6)
+                close = difflib.get_close_matches(scheme.lower(), sorted(known), n=1, cutoff=0.5)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self._schemes[scheme] = (
                     f"unknown URI scheme {scheme!r}{hint}; use a local path or a scheme fsspec knows, "
@@ -297,13 +297,17 @@ class BatchScanner:
 
     def _check_row_ids(self, out: ScannedBatch, arr: pa.Array) -> None:
         c = ROW_ID_COLUMN
-        out.add(_mask(arr.is_null()), c, "row_id is null; fill it on every row or drop the column to derive ids")
+        out.add(
+            _mask(arr.is_null()), c, "row_id is null; fill it on every row or drop the column to derive ids"
+        )
         out.add(_mask(pc.equal(pc.utf8_length(arr), 0)), c, "row_id is an empty string")
         out.add(
             _mask(pc.match_substring_regex(arr, _ID_FORBIDDEN)),
             c,
-            lambda i: f"row_id {arr[i].as_py()!r} must not contain '/', '\\', '..' or control characters "
-            "(it names files)",
+            lambda i: (
+                f"row_id {arr[i].as_py()!r} must not contain '/', '\\', '..' or control characters "
+                "(it names files)"
+            ),
         )
         out.add(
             _mask(pc.greater(pc.utf8_length(arr), MAX_ROW_ID_CHARS)),
@@ -313,7 +317,11 @@ class BatchScanner:
 
     def _check_output_names(self, out: ScannedBatch, arr: pa.Array) -> None:
         c = OUTPUT_NAME_COLUMN
-        out.add(_mask(pc.equal(pc.utf8_length(arr), 0)), c, "output_name is an empty string; use null for the default")
+        out.add(
+            _mask(pc.equal(pc.utf8_length(arr), 0)),
+            c,
+            "output_name is an empty string; use null for the default",
+        )
         out.add(
             _mask(pc.is_in(arr, value_set=pa.array([".", ".."]))),
             c,
@@ -322,8 +330,10 @@ class BatchScanner:
         out.add(
             _mask(pc.match_substring_regex(arr, r"[/\\]")),
             c,
-            lambda i: f"output_name {arr[i].as_py()!r} contains a path separator; it must be a plain file "
-            "name inside the output folder",
+            lambda i: (
+                f"output_name {arr[i].as_py()!r} contains a path separator; it must be a plain file "
+                "name inside the output folder"
+            ),
         )
         out.add(
             _mask(pc.match_substring_regex(arr, _CONTROL)),
@@ -389,8 +399,8 @@ class BatchScanner:
                 if isinstance(result, list):
                     mask = np.zeros(n, dtype=bool)
                     mask[good[inverse == u]] = True
-                    for column, message in result:
-                        out.add(mask, column, message)
+                    for problem_column, message in result:
+                        out.add(mask, problem_column, message)
                 else:
                     combo_index[u] = len(out.combos)
                     out.combos.append(result[0])
@@ -406,9 +416,7 @@ class BatchScanner:
             if len(usable):
                 idx = pa.array(usable)
                 keys = [out.combo_keys[k] for k in out.combo_of_row[usable]]
-                derived = row_ids_from_keys(
-                    content.take(idx).to_pylist(), style.take(idx).to_pylist(), keys
-                )
+                derived = row_ids_from_keys(content.take(idx).to_pylist(), style.take(idx).to_pylist(), keys)
                 if len(usable) == n:
                     out.row_ids = pa.array(derived, pa.string())
                 else:

@@ -20,7 +20,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("content_uri", "style_uri")
 ROW_ID_COLUMN = "row_id"
 OUTPUT_NAME_COLUMN = "output_name"
 PARAM_COLUMNS: tuple[str, ...] = tuple(f.name for f in STYLE_PARAM_FIELDS)
-RESERVED_COLUMNS: frozenset[str] = frozenset((*REQUIRED_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN, *PARAM_COLUMNS))
+RESERVED_COLUMNS: frozenset[str] = frozenset(
+    (*REQUIRED_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN, *PARAM_COLUMNS)
+)
 
 
 class Kind(str, Enum):
@@ -116,7 +118,9 @@ def _is_list(t: pa.DataType) -> bool:
         pa.types.is_list(t)
         or pa.types.is_large_list(t)
         or pa.types.is_fixed_size_list(t)
-        or (hasattr(pa.types, "is_list_view") and (pa.types.is_list_view(t) or pa.types.is_large_list_view(t)))
+        or (
+            hasattr(pa.types, "is_list_view") and (pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+        )
     )
 
 

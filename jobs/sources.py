@@ -34,7 +34,9 @@ def _read_list(src: str, fs: Any, path: str, column: str) -> list[str]:
         header = reader.fieldnames or []
         key = next((k for k in (column, "uri") if k in header), None)
         if key is None:
-            raise ValueError(f"{src}: CSV lists need a {column!r} or 'uri' column; found {', '.join(header) or 'none'}")
+            raise ValueError(
+                f"{src}: CSV lists need a {column!r} or 'uri' column; found {', '.join(header) or 'none'}"
+            )
         entries = [(row.get(key) or "").strip() for row in reader]
     else:
         entries = [line.strip() for line in text.splitlines()]

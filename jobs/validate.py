@@ -104,8 +104,11 @@ def validate_manifest(
             ids.append(row_ids.cast(pa.large_string()))
             if layout.has_output_name:
                 arr = batch.column(OUTPUT_NAME_COLUMN)
-                names.append((arr.dictionary_decode() if isinstance(arr, pa.DictionaryArray) else arr)
-                             .cast(pa.large_string()))
+                names.append(
+                    (arr.dictionary_decode() if isinstance(arr, pa.DictionaryArray) else arr).cast(
+                        pa.large_string()
+                    )
+                )
             if check_files:
                 for column, arr in (("content_uri", scanned.content), ("style_uri", scanned.style)):
                     usable = arr.filter(pa.array(~scanned.bad_uri[column]))
@@ -123,23 +126,37 @@ def validate_manifest(
                         if layout.has_row_id
                         else f"same content_uri, style_uri and parameters as row {rows[0]} (the job is listed twice)"
                     )
-                    collector.add(RowProblem(index=row, row_id=row_id, column="row_id" if layout.has_row_id
-                                             else None, message=message))
+                    collector.add(
+                        RowProblem(
+                            index=row,
+                            row_id=row_id,
+                            column="row_id" if layout.has_row_id else None,
+                            message=message,
+                        )
+                    )
         repeated_names = repeated_values(names)
         if repeated_names:
             for name, rows in _group(pa.chunked_array(names, pa.large_string()), repeated_names).items():
                 for row in rows:
-                    collector.add(RowProblem(
-                        index=row, row_id=all_ids[row].as_py(), column=OUTPUT_NAME_COLUMN,
-                        message=f"output_name {name!r} is used by {len(rows)} rows ({_rows_text(rows)}); "
-                        "their outputs would overwrite each other",
-                    ))
+                    collector.add(
+                        RowProblem(
+                            index=row,
+                            row_id=all_ids[row].as_py(),
+                            column=OUTPUT_NAME_COLUMN,
+                            message=f"output_name {name!r} is used by {len(rows)} rows ({_rows_text(rows)}); "
+                            "their outputs would overwrite each other",
+                        )
+                    )
 
         if check_files:
-            distinct = {c: pc.unique(pa.chunked_array(a, pa.large_string())).to_pylist() if a else []
-                        for c, a in inputs.items()}
+            distinct = {
+                c: pc.unique(pa.chunked_array(a, pa.large_string())).to_pylist() if a else []
+                for c, a in inputs.items()
+            }
             failures = check_images(
-                [u for values in distinct.values() for u in values], storage_options=storage_options, workers=workers
+                [u for values in distinct.values() for u in values],
+                storage_options=storage_options,
+                workers=workers,
             )
             report.files_checked = len({u for values in distinct.values() for u in values})
             if failures:
@@ -148,14 +165,21 @@ def validate_manifest(
                     refs: list[pa.Array] = []
                     for batch in iter_batches(parquet, uri, batch_rows, [column]):
                         arr = batch.column(column)
-                        refs.append((arr.dictionary_decode() if isinstance(arr, pa.DictionaryArray) else arr)
-                                    .cast(pa.large_string()))
+                        refs.append(
+                            (arr.dictionary_decode() if isinstance(arr, pa.DictionaryArray) else arr).cast(
+                                pa.large_string()
+                            )
+                        )
                     for file_uri, rows in _group(pa.chunked_array(refs, pa.large_string()), failing).items():
                         for row in rows:
-                            collector.add(RowProblem(
-                                index=row, row_id=all_ids[row].as_py(), column=column,
-                                message=f"{column} {file_uri!r}: {failures[file_uri]}",
-                            ))
+                            collector.add(
+                                RowProblem(
+                                    index=row,
+                                    row_id=all_ids[row].as_py(),
+                                    column=column,
+                                    message=f"{column} {file_uri!r}: {failures[file_uri]}",
+                                )
+                            )
 
     collector.problems.sort(key=lambda p: p.index)
     report.problems = collector.problems

@@ -18,7 +18,7 @@ from nst_core.colour import combine_luminance, luminance, match_color_histogram,
 from nst_core.images import resize_long_side, resize_to, resized_shape
 from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
 from nst_core.params import Init, OptimizerName, PreserveColor, StyleParams
-from nst_core.precision import conv_precision
+from nst_core.precision import conv_precision, flush_denormals
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
 
@@ -71,7 +71,11 @@ class Stylizer:
     """Holds a frozen VGG on one device and stylises batches of images with it."""
 
     def __init__(
-        self, model: VGGFeatures, device: str | torch.device | None = None, *, channels_last: bool | None = None
+        self,
+        model: VGGFeatures,
+        device: str | torch.device | None = None,
+        *,
+        channels_last: bool | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.mean.device
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
@@ -109,7 +113,9 @@ class Stylizer:
         else:
             style_list = list(styles)
             if len(style_list) != len(contents):
-                raise ValueError(f"{len(style_list)} styles for {len(contents)} contents (give one, or one per content)")
+                raise ValueError(
+                    f"{len(style_list)} styles for {len(contents)} contents (give one, or one per content)"
+                )
         if init_images is not None and len(init_images) != len(contents):
             raise ValueError(f"{len(init_images)} init images for {len(contents)} contents")
         stages = params.stages()
@@ -119,6 +125,24 @@ class Stylizer:
             groups.setdefault(shapes, []).append(i)
         memo: dict[tuple[int, int], StyleTargets] = {}
         results: list[ImageResult | None] = [None] * len(contents)
+        with flush_denormals(self.device):
+            self._run_groups(
+                contents, style_list, init_images, groups, params, cache, memo, callback, results
+            )
+        return [r for r in results if r is not None]
+
+    def _run_groups(
+        self,
+        contents: list[Tensor],
+        style_list: list[Style],
+        init_images: Sequence[Tensor] | None,
+        groups: dict[tuple[tuple[int, int], ...], list[int]],
+        params: StyleParams,
+        cache: MutableMapping[Hashable, StyleTargets] | None,
+        memo: dict[tuple[int, int], StyleTargets],
+        callback: Callable[[StepReport], None] | None,
+        results: list[ImageResult | None],
+    ) -> None:
         for shapes, members in groups.items():
             # L-BFGS shares one line search and curvature history across its parameter tensor, which
             # would couple the images of a batch: run it per image (see module docstring).
@@ -134,9 +158,8 @@ class Stylizer:
                     memo,
                     callback,
                 )
-                for i, r in zip(chunk, out):
+                for i, r in zip(chunk, out, strict=True):
                     results[i] = r
-        return [r for r in results if r is not None]
 
     def style_targets(
         self,
@@ -149,7 +172,11 @@ class Stylizer:
     ) -> StyleTargets:
         """Targets for one style and stage, through `cache` when the style has a key (counts hits/misses)."""
         key = target_cache_key(style, content_shape, params, content=content)
-        full_key = None if key is None else (self.model.arch.value, self.model.weights_source, self.model.weights_sha256, key)
+        full_key = (
+            None
+            if key is None
+            else (self.model.arch.value, self.model.weights_source, self.model.weights_sha256, key)
+        )
         if cache is not None and full_key is not None:
             hit = cache.get(full_key)
             if hit is not None:
@@ -157,7 +184,12 @@ class Stylizer:
                 return hit.to(self.device)
             self.cache_misses += 1
         targets = compute_style_targets(
-            self.model, style, content_long_side=max(content_shape), params=params, content=content, device=self.device
+            self.model,
+            style,
+            content_long_side=max(content_shape),
+            params=params,
+            content=content,
+            device=self.device,
         )
         if cache is not None and full_key is not None:
             cache[full_key] = targets
@@ -181,7 +213,9 @@ class Stylizer:
             if not per_content and memo_key in memo:
                 picked.append(memo[memo_key])
                 continue
-            t = self.style_targets(style, shape, params, content=content[b] if per_content else None, cache=cache)
+            t = self.style_targets(
+                style, shape, params, content=content[b] if per_content else None, cache=cache
+            )
             if not per_content:
                 memo[memo_key] = t
             picked.append(t)
@@ -190,7 +224,12 @@ class Stylizer:
         return {k: torch.stack([t.grams[k] for t in picked]) for k in params.style_layers}
 
     def _init(
-        self, b_contents: Tensor, styles: list[Style], inits: list[Tensor] | None, params: StyleParams, lum: bool
+        self,
+        b_contents: Tensor,
+        styles: list[Style],
+        inits: list[Tensor] | None,
+        params: StyleParams,
+        lum: bool,
     ) -> Tensor:
         shape = (int(b_contents.shape[-2]), int(b_contents.shape[-1]))
         if inits is not None:
@@ -231,14 +270,16 @@ class Stylizer:
         x_prev: Tensor | None = None
         offset = 0
         content = torch.empty(0)
-        for stage, ((_, steps), shape) in enumerate(zip(params.stages(), shapes)):
+        for stage, ((_, steps), shape) in enumerate(zip(params.stages(), shapes, strict=True)):
             content = torch.stack([resize_to(c.to(self.device).float(), shape) for c in contents])
             if x_prev is None:
                 x0 = self._init(content, styles, inits, params, lum)
             else:
                 # Coarse-to-fine: each stage starts from the previous result, upsampled.
                 x0 = resize_to(x_prev, shape)
-            x, log = self._optimise(x0, content, styles, params, cache, memo, stage, steps, offset, lum, callback)
+            x, log = self._optimise(
+                x0, content, styles, params, cache, memo, stage, steps, offset, lum, callback
+            )
             logs.append(log)
             x_prev = x
             offset += steps
@@ -271,7 +312,10 @@ class Stylizer:
             layer_weights(params.content_layers, params.content_layer_weights),
         )
         style_term = WeightedSum(
-            {n: StyleLoss(grams[n], params.style_normalization, params.distance) for n in params.style_layers},
+            {
+                n: StyleLoss(grams[n], params.style_normalization, params.distance)
+                for n in params.style_layers
+            },
             layer_weights(params.style_layers, params.style_layer_weights),
         )
 
@@ -310,19 +354,18 @@ class Stylizer:
         for step in range(steps):
             record = step % params.log_every == 0
             if isinstance(opt, torch.optim.LBFGS):
-                first: list[Tensor] = []
+                evaluations: list[Tensor] = []
 
-                def closure() -> Tensor:
+                def closure(evaluations: list[Tensor] = evaluations) -> Tensor:
                     opt.zero_grad(set_to_none=True)
                     terms = losses(x)
                     terms[:, 0].sum().backward()
-                    if not first:
-                        first.append(terms.detach())
+                    evaluations.append(terms.detach())
                     return terms[:, 0].sum()
 
                 x_old = x.detach().clone() if early else None
                 opt.step(closure)
-                current = first[0]
+                current = evaluations[0]  # the loss at the start of this step, before the line search
             else:
                 opt.zero_grad(set_to_none=True)
                 current = losses(x)
@@ -386,7 +429,7 @@ class Stylizer:
                 ImageResult(
                     image=images[b].clone(),
                     curve=curve,
-                    final=dict(zip(_COLUMNS, last)),
+                    final=dict(zip(_COLUMNS, last, strict=True)),
                     steps_run=int(sum(int(h[3][b]) for h in host)),
                 )
             )

@@ -84,7 +84,9 @@ def decode_image(
 def _default_name(data: object) -> str:
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data)  # type: ignore[return-value]
-    return str(getattr(data, "name", "<bytes>" if isinstance(data, (bytes, bytearray, memoryview)) else "<stream>"))
+    return str(
+        getattr(data, "name", "<bytes>" if isinstance(data, (bytes, bytearray, memoryview)) else "<stream>")
+    )
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -96,7 +98,9 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if mode == "I":
         grey = np.asarray(img, dtype=np.float64)
         # 32-bit containers usually hold 16-bit data (PNG/TIFF); 8-bit data is recognisable by its range.
-        scale = 255.0 if grey.max(initial=0) <= 255 else 65535.0 if grey.max(initial=0) <= 65535 else 2**32 - 1
+        scale = (
+            255.0 if grey.max(initial=0) <= 255 else 65535.0 if grey.max(initial=0) <= 65535 else 2**32 - 1
+        )
         return np.repeat((grey / scale).clip(0, 1).astype(np.float32)[:, :, None], 3, axis=2)
     if mode == "F":
         grey = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0).clip(0, 1)
@@ -114,7 +118,9 @@ def encode_image(image: torch.Tensor, fmt: str = "png", quality: int = 95) -> by
     """[3, H, W] in [0, 1] → encoded bytes (png, jpeg/jpg, webp, …), rounded to 8 bits."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a [3, H, W] image, got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    array = (
+        (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    )
     pil_format = {"jpg": "JPEG", "jpeg": "JPEG"}.get(fmt.lower(), fmt.upper())
     buf = io.BytesIO()
     kwargs = {"quality": quality} if pil_format in ("JPEG", "WEBP") else {}

@@ -100,13 +100,21 @@ def style_loss(
             normalization=normalization,
             distance=distance,
         )
-        for name, w in zip(layers, layer_weights(layers, weights))
+        for name, w in zip(layers, layer_weights(layers, weights), strict=True)
     ]
     return torch.stack(terms).sum(0)
 
 
-def total_loss(content: Tensor, style: Tensor, tv: Tensor, *, alpha: float, beta: float, tv_weight: float,
-               content_ratio: float | None = None) -> Tensor:
+def total_loss(
+    content: Tensor,
+    style: Tensor,
+    tv: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    tv_weight: float,
+    content_ratio: float | None = None,
+) -> Tensor:
     """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior), or the convex form
     λ·L_content + (1 − λ)·L_style + tv·L_tv when `content_ratio` λ is given."""
     if content_ratio is not None:
@@ -153,7 +161,9 @@ class StyleLoss(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         _, n, h, w = features.shape
         with _fp32(features):
-            return _style_from_normalized(gram(features) / (h * w), self.target, n, self.normalization, self.distance)
+            return _style_from_normalized(
+                gram(features) / (h * w), self.target, n, self.normalization, self.distance
+            )
 
 
 class WeightedSum(nn.Module):
@@ -167,7 +177,10 @@ class WeightedSum(nn.Module):
         self.weights = [float(w) for w in weights]
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        terms = [w * loss(features[name]) for (name, loss), w in zip(self.losses.items(), self.weights)]
+        terms = [
+            w * loss(features[name])
+            for (name, loss), w in zip(self.losses.items(), self.weights, strict=True)
+        ]
         return torch.stack(terms).sum(0)
 
 

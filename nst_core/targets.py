@@ -77,7 +77,11 @@ class StyleTargets:
         if all(g.device == torch.device(device) for g in self.grams.values()):
             return self
         return StyleTargets(
-            {k: v.to(device) for k, v in self.grams.items()}, self.long_side, self.pooling, self.preserve_color, self.meta
+            {k: v.to(device) for k, v in self.grams.items()},
+            self.long_side,
+            self.pooling,
+            self.preserve_color,
+            self.meta,
         )
 
     @property
@@ -125,12 +129,16 @@ def target_cache_key(
     )
     if needs_content(params):
         if content is None:
-            raise ValueError(f"preserve_color={params.preserve_color.value} targets depend on the content: pass it")
+            raise ValueError(
+                f"preserve_color={params.preserve_color.value} targets depend on the content: pass it"
+            )
         key += (tuple(content_shape), content_digest(content))
     return key
 
 
-def prepare_style_image(image: Tensor, long_side: int, preserve_color: PreserveColor, content: Tensor | None) -> Tensor:
+def prepare_style_image(
+    image: Tensor, long_side: int, preserve_color: PreserveColor, content: Tensor | None
+) -> Tensor:
     """The style image as the network sees it: resized, and recoloured/decoloured for colour control."""
     s = resize_long_side(image, long_side)
     if preserve_color is PreserveColor.histogram:
@@ -165,7 +173,7 @@ def compute_style_targets(
     long_side = style_long_side(content_long_side, params.style_scale)
     layers = tuple(params.style_layers)
     grams: dict[str, Tensor] = {}
-    for image, w in zip(style.images, style.blend_weights()):
+    for image, w in zip(style.images, style.blend_weights(), strict=True):
         s = prepare_style_image(image.to(dev).float(), long_side, params.preserve_color, content)
         with conv_precision(dev, params.precision):
             feats = model(s.unsqueeze(0), layers, params.pooling)
@@ -178,7 +186,11 @@ def compute_style_targets(
         long_side,
         params.pooling,
         params.preserve_color,
-        meta={"arch": model.arch.value, "weights_source": model.weights_source, "precision": Precision(params.precision).value},
+        meta={
+            "arch": model.arch.value,
+            "weights_source": model.weights_source,
+            "precision": Precision(params.precision).value,
+        },
     )
 
 

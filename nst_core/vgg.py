@@ -59,7 +59,9 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: Tensor, layers: Sequence[str], pooling: Pooling | str = Pooling.avg) -> dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, layers: Sequence[str], pooling: Pooling | str = Pooling.avg
+    ) -> dict[str, Tensor]:
         """x: [B,3,H,W] RGB in [0,1]. Runs only up to the deepest layer in `layers`."""
         pooling = Pooling(pooling)
         unknown = [name for name in layers if name not in self.layer_index]
@@ -111,7 +113,9 @@ def load_vgg(
         raise WeightsError(f"unknown arch {arch!r}; choose one of {[a.value for a in Arch]}") from None
     if isinstance(weights, str) and weights == "imagenet":
         if sha256 is not None:
-            raise WeightsError("sha256 applies to a weights file; imagenet weights are checked by torchvision's hash")
+            raise WeightsError(
+                "sha256 applies to a weights file; imagenet weights are checked by torchvision's hash"
+            )
         path = _imagenet_checkpoint(arch)
         state, digest = _load_file(path, None, name=f"imagenet weights {path}")
         model = _from_state_dict(arch, state, source="imagenet", digest=digest)
@@ -138,8 +142,10 @@ def load_vgg(
         state, digest = _load_file(weights, sha256, name=name)
         model = _from_state_dict(arch, state, source=name, digest=digest)
     else:
-        raise WeightsError(f"unsupported weights {type(weights).__name__}: use imagenet, random:SEED, a path, "
-                           "a binary file object or a state dict")
+        raise WeightsError(
+            f"unsupported weights {type(weights).__name__}: use imagenet, random:SEED, a path, "
+            "a binary file object or a state dict"
+        )
     return model.to(device)
 
 
@@ -226,13 +232,15 @@ def _load_file(source: Path | BinaryIO, sha256: str | None, *, name: str) -> tup
     return state, digest
 
 
-def _from_state_dict(arch: Arch, state: Mapping[str, object], *, source: str, digest: str | None) -> VGGFeatures:
+def _from_state_dict(
+    arch: Arch, state: Mapping[str, object], *, source: str, digest: str | None
+) -> VGGFeatures:
     """Accept full-model keys (`features.0.weight`, classifier ignored) or features-only keys (`0.weight`)."""
     with torch.device("meta"):
         features = getattr(torchvision.models, arch.value)().features
     expected = features.state_dict()
     if any(k.startswith("features.") for k in state):
-        picked = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        picked = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     else:
         picked = dict(state)
     missing = sorted(set(expected) - set(picked), key=_natural)
@@ -246,7 +254,9 @@ def _from_state_dict(arch: Arch, state: Mapping[str, object], *, source: str, di
         value = picked[key]
         if not isinstance(value, Tensor) or value.shape != ref.shape:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise WeightsError(f"weights {source}: {key} has shape {shape}, {arch.value} needs {tuple(ref.shape)}")
+            raise WeightsError(
+                f"weights {source}: {key} has shape {shape}, {arch.value} needs {tuple(ref.shape)}"
+            )
     features.load_state_dict({k: picked[k].float() for k in expected}, assign=True)
     return VGGFeatures(features, arch, source, digest)
 

@@ -64,8 +64,12 @@ def _options(pairs: list[str] | None) -> dict[str, Any]:
     )
 )
 def build(
-    content: Annotated[list[str], typer.Option("--content", "-c", help="Directory, glob, image, or .txt/.csv list.")],
-    style: Annotated[list[str], typer.Option("--style", "-s", help="Directory, glob, image, or .txt/.csv list.")],
+    content: Annotated[
+        list[str], typer.Option("--content", "-c", help="Directory, glob, image, or .txt/.csv list.")
+    ],
+    style: Annotated[
+        list[str], typer.Option("--style", "-s", help="Directory, glob, image, or .txt/.csv list.")
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="Manifest to write (.parquet).")],
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="key=value for every row (repeatable).")
@@ -106,7 +110,9 @@ def validate(
     """Check schema, types, ranges, ids, output names and URI schemes; list every problem, exit 1 if any."""
     options = _options(storage_option)
     with _user_errors(options):
-        report = validate_manifest(manifest, storage_options=options, check_files=check_files, workers=workers)
+        report = validate_manifest(
+            manifest, storage_options=options, check_files=check_files, workers=workers
+        )
     for warning in report.warnings:
         typer.echo(f"warning: {mask_text(warning, options)}")
     for problem in report.problems[:max_lines]:
@@ -157,7 +163,9 @@ def show(
         console.print(params)
     else:
         console.print("no parameter columns: every row uses the run defaults")
-    console.print(f"work: {summary.pixel_iterations:.3e} pixel-iterations (upper bound: images taken as square)")
+    console.print(
+        f"work: {summary.pixel_iterations:.3e} pixel-iterations (upper bound: images taken as square)"
+    )
     console.print(
         f"estimate: {summary.gpu_hours:.3g} GPU-hours at {summary.throughput:g} steps/s "
         f"on a {REFERENCE_SIDE}² image"

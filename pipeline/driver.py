@@ -142,10 +142,10 @@ class Driver:
                 self._release_delayed()
                 self._probe_workers()
                 self._fill_slots()
+                if not self.in_flight and not self.pending():
+                    break  # a probe of a restarting actor is only worth waiting for while work remains
                 refs = list(self.in_flight) + [w.ping for w in self.workers if w.ping is not None]
                 if not refs:
-                    if not self.pending():
-                        break
                     if self.delayed and any(w.alive for w in self.workers):
                         time.sleep(max(0.0, min(self.delayed[0][0] - time.monotonic(), 1.0)))
                         continue

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 
-def write_image(path: Path, size: tuple[int, int] = (48, 32), color: tuple[int, int, int] = (200, 30, 30)) -> Path:
+def write_image(
+    path: Path, size: tuple[int, int] = (48, 32), color: tuple[int, int, int] = (200, 30, 30)
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
     return path

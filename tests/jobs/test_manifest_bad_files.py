@@ -87,7 +87,11 @@ def test_wrong_column_types(tmp_path: Path, column: str, array: pa.Array, expect
 def test_bad_rows_are_problems_and_good_rows_still_run(
     tmp_path: Path, column: str, values: pa.Array, message: str
 ) -> None:
-    columns: dict[str, Any] = {"content_uri": ["c0.jpg", "c1.jpg"], "style_uri": ["s.jpg", "s.jpg"], column: values}
+    columns: dict[str, Any] = {
+        "content_uri": ["c0.jpg", "c1.jpg"],
+        "style_uri": ["s.jpg", "s.jpg"],
+        column: values,
+    }
     bad, good = _problems(tmp_path, columns)
     assert isinstance(bad, RowProblem), bad
     assert bad.index == 0 and message in bad.message and bad.column == column
@@ -98,14 +102,24 @@ def test_bad_rows_are_problems_and_good_rows_still_run(
 
 
 def test_one_row_reports_every_bad_column(tmp_path: Path) -> None:
-    columns = {"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "steps": [-1], "optimizer": ["sgd"], "lr": [0.0]}
+    columns = {
+        "content_uri": ["c.jpg"],
+        "style_uri": ["s.jpg"],
+        "steps": [-1],
+        "optimizer": ["sgd"],
+        "lr": [0.0],
+    }
     path = write_table(tmp_path / "m.parquet", pa.table(columns))
     assert sorted(p.column or "" for p in validate_manifest(path).problems) == ["lr", "optimizer", "steps"]
 
 
 def test_cross_field_problem_names_the_overriding_column(tmp_path: Path) -> None:
-    columns = {"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "style_layers": ["relu1_1,relu2_1"],
-               "style_layer_weights": ["1,2,3"]}
+    columns = {
+        "content_uri": ["c.jpg"],
+        "style_uri": ["s.jpg"],
+        "style_layers": ["relu1_1,relu2_1"],
+        "style_layer_weights": ["1,2,3"],
+    }
     (problem,) = _problems(tmp_path, columns)
     assert isinstance(problem, RowProblem)
     assert "style_layer_weights has 3 values for 2 style_layers" in problem.message
@@ -113,8 +127,12 @@ def test_cross_field_problem_names_the_overriding_column(tmp_path: Path) -> None
 
 
 def test_duplicates(tmp_path: Path) -> None:
-    explicit = {"content_uri": ["a", "b", "c"], "style_uri": ["s", "s", "s"], "row_id": ["x", "x", "y"],
-                "output_name": ["o.png", None, "o.png"]}
+    explicit = {
+        "content_uri": ["a", "b", "c"],
+        "style_uri": ["s", "s", "s"],
+        "row_id": ["x", "x", "y"],
+        "output_name": ["o.png", None, "o.png"],
+    }
     items = _problems(tmp_path, explicit)
     assert [type(i).__name__ for i in items] == ["RowProblem"] * 3
     assert "appears 2 times" in items[0].message and "used by 2 rows" in items[2].message  # type: ignore[union-attr]
@@ -132,12 +150,25 @@ def test_duplicates(tmp_path: Path) -> None:
 def test_defaults_are_applied_and_can_conflict(tmp_path: Path) -> None:
     from nst_core.params import StyleParams
 
-    path = write_table(tmp_path / "m.parquet", pa.table({"content_uri": ["c"], "style_uri": ["s"], "lr": [None, ][:1]}))
+    path = write_table(
+        tmp_path / "m.parquet",
+        pa.table(
+            {
+                "content_uri": ["c"],
+                "style_uri": ["s"],
+                "lr": [
+                    None,
+                ][:1],
+            }
+        ),
+    )
     (row,) = iter_manifest(path, defaults=StyleParams(steps=7))
     assert isinstance(row, ManifestRow) and row.params.steps == 7
 
 
 def test_misspelt_column_warning(tmp_path: Path) -> None:
-    path = write_table(tmp_path / "m.parquet", pa.table({"content_uri": ["c"], "style_uri": ["s"], "stpes": [3]}))
+    path = write_table(
+        tmp_path / "m.parquet", pa.table({"content_uri": ["c"], "style_uri": ["s"], "stpes": [3]})
+    )
     report = validate_manifest(path)
     assert report.ok and any("did you mean 'steps'" in w for w in report.warnings)

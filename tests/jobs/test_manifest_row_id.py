@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
+from manifest_helpers import write_table
 
 from jobs import ManifestRow, iter_manifest, params_key, row_id_for
 from nst_core.params import Precision, StyleParams
-from manifest_helpers import write_table
 
 # The documented canonical text for StyleParams(steps=100), written out by hand (fields sorted by name,
 # log_every left out because early_stop is 0).
@@ -30,7 +30,9 @@ def expected_id(content: str, style: str, params_text: str) -> str:
 def test_row_id_matches_the_documented_formula() -> None:
     params = StyleParams(steps=100)
     assert params_key(params) == CANONICAL_PARAMS
-    assert row_id_for("s3://b/c.jpg", "s3://b/s.jpg", params) == expected_id("s3://b/c.jpg", "s3://b/s.jpg", CANONICAL_PARAMS)
+    assert row_id_for("s3://b/c.jpg", "s3://b/s.jpg", params) == expected_id(
+        "s3://b/c.jpg", "s3://b/s.jpg", CANONICAL_PARAMS
+    )
 
 
 def test_row_id_ignores_log_every_unless_early_stopping() -> None:
@@ -65,7 +67,9 @@ def test_row_id_changes_with_every_input_that_changes_the_image() -> None:
 def test_derived_ids_ignore_column_order_and_defaults_filled_in(tmp_path: Path) -> None:
     a = pa.table({"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "steps": [100], "note": ["x"]})
     b = pa.table({"note": ["x"], "steps": [100], "style_uri": ["s.jpg"], "content_uri": ["c.jpg"]})
-    explicit_default = pa.table({"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "steps": [100], "size": [512]})
+    explicit_default = pa.table(
+        {"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "steps": [100], "size": [512]}
+    )
     ids = []
     for i, table in enumerate((a, b, explicit_default)):
         (row,) = iter_manifest(write_table(tmp_path / f"{i}.parquet", table))

@@ -38,7 +38,9 @@ if hasattr(pa, "string_view"):
 @pytest.mark.parametrize("string_type", STRING_TYPES, ids=str)
 @pytest.mark.parametrize("int_type", [pa.int32(), pa.int64(), pa.uint16(), pa.float64()], ids=str)
 @pytest.mark.parametrize("float_type", [pa.float32(), pa.float64()], ids=str)
-def test_pyarrow_types(tmp_path: Path, string_type: pa.DataType, int_type: pa.DataType, float_type: pa.DataType) -> None:
+def test_pyarrow_types(
+    tmp_path: Path, string_type: pa.DataType, int_type: pa.DataType, float_type: pa.DataType
+) -> None:
     def strings(values: list[str | None]) -> pa.Array:
         return pa.array(values, pa.string()).cast(string_type)
 
@@ -98,7 +100,10 @@ def test_pandas_written_files(tmp_path: Path, string_dtype: str, int_dtype: str)
     df.to_parquet(path)
     items = _rows(str(path))
     _check(items)
-    assert [r.metadata for r in items if isinstance(r, ManifestRow)] == [{"photographer": "ann"}, {"photographer": "bo"}]
+    assert [r.metadata for r in items if isinstance(r, ManifestRow)] == [
+        {"photographer": "ann"},
+        {"photographer": "bo"},
+    ]
 
 
 def test_typed_lists_schedule_and_weights(tmp_path: Path) -> None:
@@ -137,3 +142,15 @@ def test_metadata_is_json_safe(tmp_path: Path) -> None:
     assert isinstance(row, ManifestRow)
     json.dumps(row.metadata, allow_nan=False)
     assert row.metadata["taken"] == "2026-01-02T03:04:00" and row.metadata["score"] is None
+
+
+def test_docs_table_lists_every_parameter_with_its_default() -> None:
+    import re
+
+    from jobs import PARAM_COLUMNS, PARAM_KINDS
+    from nst_core.params import format_field
+
+    text = (Path(__file__).parents[2] / "docs" / "manifest.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| \w+(?: \(optional\))? \| `([^`]*)` \|$", text, flags=re.M))
+    assert list(rows) == list(PARAM_COLUMNS)
+    assert rows == {name: format_field(name, getattr(StyleParams(), name)) for name in PARAM_KINDS}

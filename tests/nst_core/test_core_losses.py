@@ -26,7 +26,8 @@ def hand_gram(f: torch.Tensor) -> torch.Tensor:
     n = f.shape[0]
     flat = f.reshape(n, -1).tolist()
     return torch.tensor(
-        [[sum(a * b for a, b in zip(flat[i], flat[j])) for j in range(n)] for i in range(n)], dtype=torch.float64
+        [[sum(a * b for a, b in zip(flat[i], flat[j], strict=True)) for j in range(n)] for i in range(n)],
+        dtype=torch.float64,
     )
 
 
@@ -73,8 +74,12 @@ def test_style_layer_loss_paper_and_common_formulas() -> None:
     absolute = (G - A).abs().sum() / (2 * n * m)
     a = gram(s)[0]
     assert style_layer_loss(f, a).item() == pytest.approx(paper.item(), rel=1e-5)
-    assert style_layer_loss(f, a, normalization=StyleNormalization.common).item() == pytest.approx(common.item(), rel=1e-5)
-    assert style_layer_loss(f, a, distance=Distance.absolute).item() == pytest.approx(absolute.item(), rel=1e-5)
+    assert style_layer_loss(f, a, normalization=StyleNormalization.common).item() == pytest.approx(
+        common.item(), rel=1e-5
+    )
+    assert style_layer_loss(f, a, distance=Distance.absolute).item() == pytest.approx(
+        absolute.item(), rel=1e-5
+    )
     # common = paper · 4 / N² (the extra 1/N_l² per layer, no factor 4)
     assert common.item() == pytest.approx(paper.item() * 4 / n**2, rel=1e-9)
 
@@ -96,12 +101,17 @@ def test_modules_equal_their_functional_twins() -> None:
     for norm in StyleNormalization:
         for dist in Distance:
             mod = WeightedSum(
-                {k: StyleLoss(grams[k] / positions[k], norm, dist) for k in grams}, layer_weights(list(grams), (0.3, 0.7))
+                {k: StyleLoss(grams[k] / positions[k], norm, dist) for k in grams},
+                layer_weights(list(grams), (0.3, 0.7)),
             )
-            fn = style_loss(feats, grams, (0.3, 0.7), target_positions=positions, normalization=norm, distance=dist)
+            fn = style_loss(
+                feats, grams, (0.3, 0.7), target_positions=positions, normalization=norm, distance=dist
+            )
             torch.testing.assert_close(mod(feats), fn)
     target = torch.rand(1, 4, 3, 3, generator=g)
-    torch.testing.assert_close(ContentLoss(target, Distance.absolute)(feats["a"]), content_loss(feats["a"], target, "absolute"))
+    torch.testing.assert_close(
+        ContentLoss(target, Distance.absolute)(feats["a"]), content_loss(feats["a"], target, "absolute")
+    )
 
 
 def test_style_loss_default_weights_are_one_over_layer_count() -> None:
@@ -137,7 +147,10 @@ def test_gradcheck_float64_on_tiny_net() -> None:
         return (
             content_loss(f, content_feat)
             + 10 * style_layer_loss(f, target_gram, target_positions=36)
-            + 10 * style_layer_loss(f, target_gram, target_positions=36, normalization="common", distance="absolute")
+            + 10
+            * style_layer_loss(
+                f, target_gram, target_positions=36, normalization="common", distance="absolute"
+            )
             + tv_loss(x)
         )
 

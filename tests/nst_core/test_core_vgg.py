@@ -20,8 +20,10 @@ from nst_core.vgg import VGGFeatures, WeightsError, load_vgg
 def test_layer_names_follow_torchvision_modules(vgg: VGGFeatures) -> None:
     names = LAYER_NAMES["vgg19"]
     assert len(names) == len(vgg.features) == 37
-    for name, module in zip(names, vgg.features):
-        kind = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}[name.rstrip("0123456789_")]
+    for name, module in zip(names, vgg.features, strict=True):
+        kind = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}[
+            name.rstrip("0123456789_")
+        ]
         assert isinstance(module, kind), name
     assert names[vgg.layer_index["relu4_2"]] == "relu4_2" and vgg.layer_index["relu4_2"] == 22
 
@@ -30,7 +32,7 @@ def test_random_seed_is_exactly_manual_seed_then_torchvision(vgg: VGGFeatures) -
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     ref = torchvision.models.vgg19().features
-    for (k, a), b in zip(vgg.features.state_dict().items(), ref.state_dict().values()):
+    for (k, a), b in zip(vgg.features.state_dict().items(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert vgg.weights_source == "random:0" and vgg.weights_sha256 is None and vgg.arch is Arch.vgg19
     torch.random.set_rng_state(state)
@@ -41,7 +43,9 @@ def test_random_seed_is_exactly_manual_seed_then_torchvision(vgg: VGGFeatures) -
 
 def test_truncated_after_deepest_requested_layer(vgg: VGGFeatures) -> None:
     called: list[int] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: called.append(k)) for k, m in enumerate(vgg.features)]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, k=k: called.append(k)) for k, m in enumerate(vgg.features)
+    ]
     try:
         out = vgg(torch.rand(1, 3, 32, 32), ["relu1_1", "relu2_1"], Pooling.max)
     finally:
@@ -54,7 +58,9 @@ def test_truncated_after_deepest_requested_layer(vgg: VGGFeatures) -> None:
 
 def test_matches_torchvision_with_max_pooling_and_avg_differs(vgg: VGGFeatures) -> None:
     x = torch.rand(2, 3, 40, 36)
-    norm = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    norm = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
     idx = vgg.layer_index["relu3_1"]
     with torch.no_grad():
         ref = vgg.features[: idx + 1](norm.clone())
@@ -67,7 +73,9 @@ def test_matches_torchvision_with_max_pooling_and_avg_differs(vgg: VGGFeatures) 
     manual = norm
     for k in range(idx + 1):
         m = vgg.features[k]
-        manual = torch.nn.functional.avg_pool2d(manual, 2, 2) if isinstance(m, torch.nn.MaxPool2d) else m(manual)
+        manual = (
+            torch.nn.functional.avg_pool2d(manual, 2, 2) if isinstance(m, torch.nn.MaxPool2d) else m(manual)
+        )
     torch.testing.assert_close(avg, manual)
     assert not torch.allclose(avg, ours["relu3_1"])
 
@@ -171,9 +179,13 @@ def test_malicious_pickle_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_imagenet_offline_fails_fast_with_instructions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_offline_fails_fast_with_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(vgg_mod, "_imagenet_weights_url", lambda arch: "http://127.0.0.1:9/vgg19-dcbb9e9d.pth")
+    monkeypatch.setattr(
+        vgg_mod, "_imagenet_weights_url", lambda arch: "http://127.0.0.1:9/vgg19-dcbb9e9d.pth"
+    )
     start = time.monotonic()
     with pytest.raises(WeightsError) as info:
         load_vgg("vgg19", "imagenet")

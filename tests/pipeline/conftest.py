@@ -52,7 +52,7 @@ def s3_server() -> Iterator[dict[str, Any]]:
     options = {
         "key": "testing",
         "secret": "moto-secret-value",
-        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
     }
     yield options
     server.stop()

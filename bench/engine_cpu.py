@@ -1,0 +1,150 @@
+"""CPU benchmark of the engine against a tutorial-style reference loop: seconds per image-iteration.
+
+Run: .venv/bin/python bench/engine_cpu.py [--size 256] [--steps 4] [--quick]
+Both sides use the same loss (Gatys 2016: ½Σ(F−P)² on relu4_2, paper-normalised Gram loss on
+relu1_1…relu5_1, avg pooling, α=1, β=1e6) and random:0 weights. The reference is what tutorials do: one
+image, eager, weight gradients ON, the full VGG19 `features` (through pool5), `loss.item()` every step.
+Steady state: the time between the first and the last completed iteration (setup such as style targets
+and content features excluded on both sides), after one warm-up run per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import time
+
+import torch
+from torch import nn
+
+from nst_core.engine import Stylizer
+from nst_core.layers import LAYER_NAMES
+from nst_core.losses import content_loss, gram
+from nst_core.params import Precision, StyleParams
+from nst_core.precision import flush_denormals
+from nst_core.targets import Style
+from nst_core.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, load_vgg
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+
+
+def reference_seconds(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tensor, steps: int) -> float:
+    """Tutorial-style loop: a trainable copy of the full feature stack, one image, .item() per step."""
+    names = LAYER_NAMES["vgg19"]
+    layers = []
+    for module in vgg.features:
+        if isinstance(module, nn.MaxPool2d):
+            layers.append(nn.AvgPool2d(2, 2))  # same pooling as the engine's default
+        elif isinstance(module, nn.ReLU):
+            layers.append(nn.ReLU(inplace=False))
+        else:
+            conv = nn.Conv2d(module.in_channels, module.out_channels, 3, padding=1)
+            conv.load_state_dict(module.state_dict())
+            layers.append(conv)  # requires_grad stays True: weight gradients are computed, as in tutorials
+    net = nn.Sequential(*layers)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, h = {}, (x - mean) / std
+        for name, layer in zip(names, net, strict=True):  # runs all 37 modules, through pool5
+            h = layer(h)
+            out[name] = h
+        return out
+
+    with torch.no_grad():
+        p = features(content)[CONTENT_LAYER]
+        sf = features(style)
+        targets = {n: gram(sf[n])[0] / (sf[n].shape[2] * sf[n].shape[3]) for n in STYLE_LAYERS}
+    x = content.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.02)
+    stamps = []
+    for _ in range(steps):
+        opt.zero_grad()
+        f = features(x)
+        lc = content_loss(f[CONTENT_LAYER], p).sum()
+        ls = torch.zeros(())
+        for n in STYLE_LAYERS:
+            g = gram(f[n])[0] / (f[n].shape[2] * f[n].shape[3])
+            ls = ls + 0.2 * ((g - targets[n]) / (2 * f[n].shape[1])).square().sum()
+        loss = lc + 1e6 * ls
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        loss.item()  # per-step host sync, as tutorials print it
+        stamps.append(time.perf_counter())
+    return (stamps[-1] - stamps[0]) / (steps - 1)
+
+
+def engine_seconds(
+    vgg: VGGFeatures,
+    contents: list[torch.Tensor],
+    style: torch.Tensor,
+    steps: int,
+    size: int,
+    precision: Precision,
+    channels_last: bool,
+) -> float:
+    stylizer = Stylizer(vgg, channels_last=channels_last)
+    params = StyleParams(size=size, steps=steps, precision=precision, log_every=max(1, steps))
+    stylizer.stylize(contents, Style((style,)), params.replace(steps=1))  # warm-up
+    stamps: list[float] = []
+    stylizer.stylize(
+        contents, Style((style,)), params, callback=lambda report: stamps.append(time.perf_counter())
+    )
+    return (stamps[-1] - stamps[0]) / (steps - 1)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256, help="long side in px")
+    ap.add_argument("--steps", type=int, default=4, help="timed iterations per configuration")
+    ap.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    ap.add_argument("--quick", action="store_true", help="64 px, 3 steps: a smoke run")
+    args = ap.parse_args()
+    size, steps = (64, 3) if args.quick else (args.size, args.steps)
+    batches = [int(b) for b in args.batches.split(",")]
+    gen = torch.Generator().manual_seed(0)
+    contents = [torch.rand(3, size, size, generator=gen) for _ in range(max(batches))]
+    style = torch.rand(3, size, size, generator=gen)
+    vgg = load_vgg("vgg19", "random:0")
+    print(
+        f"CPU: {cpu_model()}  threads: {torch.get_num_threads()}  torch {torch.__version__}  {size} px, {steps} steps"
+    )
+
+    if steps < 2:
+        raise SystemExit("--steps must be >= 2 (time is measured between iterations)")
+    reference_seconds(vgg, contents[0][None], style[None], 2)  # warm-up
+    ref = reference_seconds(vgg, contents[0][None], style[None], steps)
+    with flush_denormals(torch.device("cpu")):  # isolates the engine's denormal flushing from the other wins
+        ref_ftz = reference_seconds(vgg, contents[0][None], style[None], steps)
+    rows = [
+        ("reference (tutorial loop)", 1, "fp32", "no", ref),
+        ("reference + denormals flushed", 1, "fp32", "no", ref_ftz),
+    ]
+    for batch in batches:
+        for precision, cl in ((Precision.fp32, False), (Precision.fp32, True), (Precision.bf16, False)):
+            t = engine_seconds(vgg, contents[:batch], style, steps, size, precision, cl)
+            rows.append(("engine", batch, precision.value, "yes" if cl else "no", t / batch))
+    print()
+    print("| run | batch | convs | channels_last | s / image-iteration | speed-up vs reference |")
+    print("|---|---:|---|---|---:|---:|")
+    for name, batch, prec, cl, sec in rows:
+        print(f"| {name} | {batch} | {prec} | {cl} | {sec:.3f} | {ref / sec:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()

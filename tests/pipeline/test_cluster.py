@@ -1,0 +1,65 @@
+"""Two Ray nodes (ray.cluster_utils.Cluster on 127.0.0.1): removing one mid-run still completes the run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from jobs import ManifestRow, iter_manifest
+from pipeline.ledger import part_paths
+from pipeline.outputs import OutputLayout
+from pipeline.run import run_manifest
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "object_store_memory": 100 * 2**20,
+            # Notice a dead node within seconds rather than the default ~30 s.
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+        },
+    )
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_removing_a_node_mid_run_still_completes(cluster: Cluster, tmp_path: Path, inputs) -> None:
+    worker_node = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    cluster.wait_for_nodes()
+    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(inputs["contents"], inputs["styles"], 16))
+    out = str(tmp_path / "out")
+    result: dict[str, object] = {}
+
+    def go() -> None:
+        result["summary"] = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS,
+                                         address=cluster.address, num_workers=2, batch_size=2, progress=False)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive() and not part_paths(OutputLayout(out)):
+        time.sleep(0.1)
+    assert thread.is_alive(), "run finished before the node could be removed"
+    cluster.remove_node(worker_node)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    summary = result["summary"]
+    assert summary.complete and summary.done == 16, summary  # type: ignore[attr-defined]
+    assert len(summary.workers) == 2  # type: ignore[attr-defined]
+    assert summary.worker_losses >= 1  # type: ignore[attr-defined]  # the removed node's actor held rows
+    ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
+    check_output(out, ids)

@@ -1,0 +1,65 @@
+"""SIGKILL the driver process mid-run, run again: every row done exactly once, no partial or orphan files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import ManifestRow, iter_manifest
+from pipeline.ledger import part_paths
+from pipeline.outputs import OutputLayout
+from pipeline.run import run_manifest
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_images, write_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_driver(manifest: str, out: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "pipeline.cli_run", "run", manifest, "--out", out, "--weights", WEIGHTS,
+        "--size", str(PARAMS.size), "--steps", str(PARAMS.steps), "--log-every", str(PARAMS.log_every),
+        "--batch-size", "2", "--no-progress",
+    ]
+    # Own session, so the Ray processes this driver starts can be cleaned up by process group afterwards.
+    return subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: Path) -> None:
+    contents = write_images(tmp_path / "in", "c", 10, seed=3)
+    styles = write_images(tmp_path / "in", "s", 2, seed=4)
+    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(contents, styles, 20))
+    out = str(tmp_path / "out")
+    layout = OutputLayout(out)
+    driver = start_driver(manifest, out)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and driver.poll() is None and len(part_paths(layout)) < 2:
+            time.sleep(0.05)
+        assert driver.poll() is None, f"driver ended early: {driver.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # the killed driver's own Ray processes, by its group id
+        except ProcessLookupError:
+            pass
+    recorded_before = len(part_paths(layout))
+    assert 2 <= recorded_before
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False, batch_size=2)
+    assert summary.complete, summary
+    ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
+    assert summary.already_done + summary.done == 20 and summary.already_done >= 2
+    check_output(out, ids)
+    again = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False)
+    assert (again.already_done, again.planned) == (20, 0)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

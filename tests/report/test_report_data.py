@@ -1,0 +1,110 @@
+"""What `nst report` reads from a real run: rows, failures, curves, parameters, optional metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.ledger import read_ledger
+from pipeline.outputs import OutputLayout
+from pipeline.report import build_report, link_base
+from pipeline.report.data import downsample, load_report_data
+from pipeline.report.svg import curve_plot
+
+
+def test_rows_failures_curves_and_sweep_parameters(small_run: dict[str, Any]) -> None:
+    data = load_report_data(small_run["out"])
+    assert len(data.rows) == 6
+    done = [r for r in data.rows if r["status"] == "done"]
+    failed = [r for r in data.rows if r["status"] == "failed"]
+    assert len(done) == 5 and len(failed) == 1
+    bad = failed[0]
+    assert bad["error_kind"] == "bad_input" and "broken.png" in bad["error"]
+    assert bad["content_uri"] == small_run["bad"]
+    # Manifest order, with the user's columns carried as metadata.
+    assert [r["metadata"]["tag"] for r in data.rows] == [r["tag"] for r in small_run["rows"]]
+    for row in done:
+        assert row["image"] == f"images/{row['id']}.png"
+        assert row["curve"]["step"] == [0, 1, 2, 3, 4]
+        assert row["curve"]["total"][-1] == pytest.approx(row["values"]["loss_total"], rel=1e-6)
+    # The sweep row differs from the run defaults only by its style weight.
+    params = {r["metadata"]["tag"]: r["params"] for r in data.rows}
+    assert params["sweep"] == {"style_weight": "1000.0"}
+    assert params["c0s0"] == {}
+    assert data.defaults["style_weight"] == "1000000.0"
+    # No worker writes metrics yet in this run: none are invented.
+    assert not [k for k in data.numeric if k not in ("loss_total", "loss_content", "loss_style", "loss_tv",
+                                                     "seconds", "steps_run")]
+    assert data.workers and sum(w["rows"] for w in data.workers) == 5
+    assert data.status["done"] == 5 and data.status["failed"] == 1
+
+
+def test_metric_columns_are_read_when_the_ledger_has_them(run_with_metrics: str) -> None:
+    data = load_report_data(run_with_metrics)
+    assert data.numeric[:3] == ["content_dist", "gram_err", "ssim"]
+    for row in data.rows:
+        if row["status"] == "done":
+            v = row["values"]
+            assert 0 < v["content_dist"] and 0 < v["gram_err"] and -1 <= v["ssim"] <= 1
+            assert {"gram_err_relu1_1", "colour_dist_style", "clipped"} <= set(v)
+        else:
+            assert "ssim" not in row["values"]
+    # The pipeline's own reader still reads a ledger with extra metric columns.
+    assert read_ledger(OutputLayout(run_with_metrics)).num_rows == 6
+
+
+def test_unreadable_manifest_is_a_note_not_a_failure(small_run: dict[str, Any], tmp_path: Path) -> None:
+    data = load_report_data(small_run["out"], manifest=str(tmp_path / "gone.parquet"))
+    assert any("per-row parameters unavailable" in n for n in data.notes)
+    assert all(r["params"] == {} for r in data.rows)
+
+
+def test_thumbnails_are_made_once_and_remade_only_when_missing(small_run: dict[str, Any], tmp_path: Path) -> None:
+    out = small_run["out"]
+    first = build_report(out=out, output=str(tmp_path / "r1.html"))
+    thumbs = Path(out) / "_report" / "thumbs"
+    made = sorted(p for p in thumbs.rglob("*.jpg"))
+    # 5 outputs + 4 readable inputs; the corrupt content has none.
+    assert len(made) == 9 and first.thumbnails == 9
+    stamps = {p: p.stat().st_mtime_ns for p in made}
+    victim = made[0]
+    victim.unlink()
+    build_report(out=out, output=str(tmp_path / "r2.html"))
+    assert victim.exists()
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in made if p != victim)
+
+
+def test_links_are_relative_or_the_report_is_self_contained(small_run: dict[str, Any], tmp_path: Path) -> None:
+    out = small_run["out"]
+    assert link_base(out, os.path.join(out, "report.html")) == ""
+    beside = tmp_path / "reports" / "night.html"
+    assert link_base(out, str(beside)) == os.path.relpath(out, beside.parent) + "/"
+    assert link_base("s3://bucket/run", "s3://bucket/reports/r.html") == "../run/"
+    assert link_base("s3://bucket/run", "s3://other/r.html") is None
+    assert link_base(out, "memory://elsewhere/r.html") is None
+
+    result = build_report(out=out, output="memory://elsewhere/r.html")
+    assert result.embedded
+    import fsspec
+
+    html = fsspec.filesystem("memory").cat_file("/elsewhere/r.html").decode()
+    payload = json.loads(html.split('id="nst-data">', 1)[1].split("</script>", 1)[0])
+    done = [r for r in payload["rows"] if r["st"] == "done"]
+    assert all(r["th"].startswith("data:image/jpeg;base64,") and "img" not in r for r in done)
+    with pytest.raises(ValueError, match="cannot link"):
+        build_report(out=out, output="memory://elsewhere/r2.html", embed=False)
+
+
+def test_curve_plot_is_log_scaled_and_skips_empty_series() -> None:
+    plot = curve_plot({"step": [0, 10, 20], "total": [100.0, 10.0, 1.0], "content": [0.0, 1.0, 10.0],
+                       "tv": [0.0, 0.0, 0.0]}, width=200, height=100)
+    assert plot is not None
+    assert plot["lines"]["total"] == "0,0 100,50 200,100"
+    assert plot["lines"]["content"] == "100,100 200,50"  # the zero at step 0 has no log
+    assert "tv" not in plot["lines"]
+    assert plot["y"] == pytest.approx([1.0, 100.0])
+    assert downsample(1000, 48)[:2] == [0, 21] and downsample(1000, 48)[-1] == 999 and len(downsample(1000, 48)) == 48

@@ -1,0 +1,154 @@
+"""`nst run --address` against a Ray cluster started with `ray start`, as a user would run it.
+
+A head node runs as `ray start --head --block` on 127.0.0.1 and a worker node joins it from another process
+(tests/ray_worker_node.py says why not `ray start --address`); the run is driven by the `nst` command in a
+third process. Ray's client port is open too, so the `ray://` path (which always
+means "another machine") can be checked for its refusal of local paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "examples"
+RAY = str(Path(sys.executable).with_name("ray"))
+NST = str(Path(sys.executable).with_name("nst"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cluster_env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # with --node-ip-address 127.0.0.1: loopback only
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "NST_CACHE_DIR": str(tmp / "cache"),
+    }
+
+
+def start_head(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`ray start --head --block` in its own session, so stopping it stops exactly this node's processes."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_node(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for_nodes(address: str, env: dict[str, str], count: int, timeout: float = 90) -> None:
+    code = (
+        "import ray, time\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        f"deadline = time.time() + {timeout}\n"
+        f"while sum(n['Alive'] for n in ray.nodes()) < {count} and time.time() < deadline: time.sleep(0.5)\n"
+        "print(sum(n['Alive'] for n in ray.nodes()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout + 30)
+    assert out.stdout.strip().endswith(str(count)), out.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("raycluster")
+    ray_tmp = tempfile.mkdtemp(prefix="nst-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = cluster_env(tmp)
+    port, client_port = free_port(), free_port()
+    head = start_head(
+        ["--head", "--port", str(port), "--ray-client-server-port", str(client_port), "--num-cpus", "1",
+         "--num-gpus", "0", "--include-dashboard", "false", "--temp-dir", ray_tmp],
+        env, tmp / "head.log",
+    )  # fmt: skip
+    worker = None
+    try:
+        address = f"127.0.0.1:{port}"
+        wait_for_nodes(address, env, 1)
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("ray_worker_node.py")), address, "1"],
+            env=env,
+            stdout=(tmp / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_nodes(address, env, 2)
+        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "tmp": str(tmp), **env}
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                stop_node(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def write_manifest(path: Path) -> int:
+    contents = sorted((EXAMPLES / "content").glob("*.jpg"))[:2]
+    styles = sorted((EXAMPLES / "style").glob("*"))
+    rows = [(str(c), str(s)) for c in contents for s in styles]
+    pq.write_table(pa.table({"content_uri": [c for c, _ in rows], "style_uri": [s for _, s in rows]}), path)
+    return len(rows)
+
+
+def nst(cluster: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in cluster.items() if k not in ("address", "client", "tmp")}
+    return subprocess.run([NST, *args], env=env, capture_output=True, text=True, timeout=400)
+
+
+FAST = ["--weights", "random:0", "--size", "32", "--steps", "3", "--no-progress"]
+
+
+def test_run_against_a_started_cluster_completes_every_row(cluster: dict[str, str], tmp_path: Path) -> None:
+    manifest = tmp_path / "m.parquet"
+    rows = write_manifest(manifest)
+    out = tmp_path / "out"
+    proc = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["address"],
+               "--workers", "2", "--json", *FAST)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["done"] == rows and summary["failed"] == 0
+    assert len(list((out / "images").iterdir())) == rows
+    # the second run of the same command finds everything done
+    again = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["address"], "--json", *FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["already_done"] == rows
+
+
+def test_local_paths_through_a_ray_client_are_refused_before_any_work(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.parquet"
+    write_manifest(manifest)
+    out = tmp_path / "out"
+    proc = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["client"], *FAST)
+    assert proc.returncode == 1
+    assert "local path" in proc.stderr and "shared" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "images").exists()
