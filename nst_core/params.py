@@ -127,6 +127,7 @@ class StyleParams:
     precision: Precision = Precision.fp32
 
     def __post_init__(self) -> None:
+        _normalise_inputs(self)
         problems = validate_params(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -144,6 +145,23 @@ class StyleParams:
         for f in dataclasses.fields(self):
             out[f.name] = _jsonable(getattr(self, f.name))
         return out
+
+
+def _normalise_inputs(p: StyleParams) -> None:
+    """Accept the plain forms callers naturally write: enum values as strings, lists for tuples."""
+    for name, enum_type in _ENUM_FIELDS.items():
+        value = getattr(p, name)
+        if isinstance(value, str) and not isinstance(value, Enum):
+            try:
+                object.__setattr__(p, name, enum_type(value))
+            except ValueError:
+                pass  # reported by validate_params with the allowed values
+    for name in ("content_layers", "style_layers", "content_layer_weights", "style_layer_weights"):
+        value = getattr(p, name)
+        if isinstance(value, list):
+            object.__setattr__(p, name, tuple(value))
+    if isinstance(p.schedule, (list, tuple)) and all(isinstance(s, (list, tuple)) for s in p.schedule):
+        object.__setattr__(p, "schedule", tuple(tuple(s) for s in p.schedule))
 
 
 def _jsonable(value: Any) -> Any:
@@ -231,7 +249,6 @@ def validate_params(p: StyleParams) -> list[str]:
 STYLE_PARAM_FIELDS: tuple[dataclasses.Field[Any], ...] = tuple(dataclasses.fields(StyleParams))
 """The fields in declaration order, for deriving CLI options and manifest columns."""
 
-DEFAULT_PARAMS = StyleParams()
 
 __all__ = [
     "Arch",
@@ -364,3 +381,6 @@ def format_field(name: str, value: Any) -> str:
     if kind == "bool":
         return "true" if value else "false"
     return str(value)
+
+
+DEFAULT_PARAMS = StyleParams()

@@ -83,6 +83,9 @@ def run_with_metrics(small_run: dict[str, Any], vgg: VGGFeatures, tmp_path_facto
               if isinstance(r, ManifestRow)}
     paths = part_paths(OutputLayout(out))
     table = pa.concat_tables([pq.read_table(p) for p in paths])
+    for name in ("output_uri", "curve_uri"):  # the copy's records point into the copy
+        moved = [u.replace(small_run["out"], out, 1) if u else u for u in table.column(name).to_pylist()]
+        table = table.set_column(table.column_names.index(name), name, pa.array(moved, type=pa.string()))
     columns: dict[str, list[float | None]] = {}
     for i, rec in enumerate(table.to_pylist()):
         if rec["status"] != "done":
