@@ -2,6 +2,9 @@
 
 Rows are written in chunks (one Parquet row group each) from integer index arithmetic, so building a
 million rows never holds more than one chunk of strings; parameter sets are validated once each.
+
+No `row_id` column is written: a stored id could only hash the library defaults, while the run renders
+with its own defaults merged in. The reader derives ids from the effective parameters instead.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
 from jobs.coerce import coerce
-from jobs.row_id import params_key, row_ids_from_keys
-from jobs.schema import LIST_KINDS, PARAM_KINDS, ROW_ID_COLUMN, Kind, arrow_type_for
+from jobs.schema import LIST_KINDS, PARAM_KINDS, Kind, arrow_type_for
 from jobs.sources import list_sources
 from nst_core.params import StyleParams, format_field
 
@@ -139,12 +141,11 @@ def write_manifest(
     styles = sorted(set(styles))
     if not contents or not styles:
         raise ValueError("need at least one content and one style image")
-    columns, sets, resolved = parameter_sets(params or {}, sweeps or {})
-    keys = [params_key(p) for p in resolved]
+    columns, sets, _ = parameter_sets(params or {}, sweeps or {})
     n_c, n_k = len(contents), len(sets)
     total = len(styles) * n_c * n_k
     schema = pa.schema(
-        [("content_uri", pa.string()), ("style_uri", pa.string()), (ROW_ID_COLUMN, pa.string())]
+        [("content_uri", pa.string()), ("style_uri", pa.string())]
         + [(c, arrow_type_for(c)) for c in columns]
     )
     content_arr = pa.array(contents, pa.string())
@@ -166,18 +167,9 @@ def write_manifest(
             for begin in range(0, max(total, 1), row_group_rows):
                 rows = np.arange(begin, min(begin + row_group_rows, total), dtype=np.int64)
                 s_idx, c_idx, k_idx = rows // (n_c * n_k), (rows // n_k) % n_c, rows % n_k
-                ids = row_ids_from_keys(
-                    (contents[i] for i in c_idx.tolist()),
-                    (styles[i] for i in s_idx.tolist()),
-                    (keys[i] for i in k_idx.tolist()),
-                )
                 k_take = pa.array(k_idx)
                 batch = pa.record_batch(
-                    [
-                        content_arr.take(pa.array(c_idx)),
-                        style_arr.take(pa.array(s_idx)),
-                        pa.array(ids, pa.string()),
-                    ]
+                    [content_arr.take(pa.array(c_idx)), style_arr.take(pa.array(s_idx))]
                     + [param_arrs[c].take(k_take) for c in columns],
                     schema=schema,
                 )

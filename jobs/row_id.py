@@ -1,15 +1,21 @@
-"""Stable row ids: a hash of what determines the output image; called by the builder and the batch scanner.
+"""Stable row ids: a hash of what determines the output image; called by the batch scanner at read time.
 
-Formula (version 1), documented in docs/manifest.md so that any tool can recompute it:
+Formula (version 2), documented in docs/manifest.md so that any tool can recompute it:
 
-    params_key = ";".join(f"{name}={format_field(name, value)}" for name, value in sorted effective fields)
-    canonical  = "nst-row/1\\n" + content_uri + "\\n" + style_uri + "\\n" + params_key
+    params_key = ";".join(f"{name}={format_field(name, value)}"
+                          for name, value in sorted effective fields if it differs from StyleParams()'s default)
+    canonical  = "nst-row/2\\n" + content_uri + "\\n" + style_uri + "\\n" + params_key
     row_id     = sha256(canonical.encode("utf-8")).hexdigest()[:20]
 
-`log_every` is left out of params_key unless `early_stop` > 0: it only sets how often losses are
-recorded, except that early stopping compares the loss every `log_every` steps. Every other field is kept,
-even where the engine ignores it (size/steps under a schedule): two jobs wrongly sharing an id would make a
-resumed run skip real work, while two ids for one image only cost a duplicate computation.
+Only fields that differ from the library default are listed, so adding a field whose default reproduces
+the old behaviour leaves every existing id unchanged. The price: an absent field *means* its default, so
+changing a default value in `StyleParams` changes what existing ids stand for and requires bumping
+ROW_ID_VERSION (a test pins the defaults' fingerprint to enforce this).
+
+`log_every` is left out unless `early_stop` > 0: it only sets how often losses are recorded, except that
+early stopping compares the loss every `log_every` steps. Every other field counts, even where the engine
+ignores it (size/steps under a schedule): two jobs wrongly sharing an id would make a resumed run skip real
+work, while two ids for one image only cost a duplicate computation.
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ from collections.abc import Iterable
 from jobs.schema import PARAM_COLUMNS
 from nst_core.params import StyleParams, format_field
 
-ROW_ID_VERSION = "nst-row/1"
+ROW_ID_VERSION = "nst-row/2"
 ROW_ID_HEX = 20
 """80 bits: a collision among 10⁹ rows has probability ~4e-7."""
 _SORTED_FIELDS: tuple[str, ...] = tuple(sorted(PARAM_COLUMNS))
+_DEFAULT_TEXT: dict[str, str] = {name: format_field(name, getattr(StyleParams(), name)) for name in PARAM_COLUMNS}
+"""Defaults compared in their canonical text form, so 1e6 and 1000000 (or a list and a tuple) agree."""
 
 
 def params_key(params: StyleParams) -> str:
-    """Canonical text of the effective parameters that change the output image."""
+    """Canonical text of the effective parameters that change the output image, as differences from the defaults."""
     parts = []
     for name in _SORTED_FIELDS:
         if name == "log_every" and not params.early_stop > 0:
-            continue
-        parts.append(f"{name}={format_field(name, getattr(params, name))}")
+            continue  # without early stopping it only sets how often losses are recorded
+        text = format_field(name, getattr(params, name))
+        if text != _DEFAULT_TEXT[name]:
+            parts.append(f"{name}={text}")
     return ";".join(parts)
 
 
@@ -54,7 +64,7 @@ def row_id_from_key(content_uri: str, style_uri: str, key: str) -> str:
 
 
 def row_ids_from_keys(contents: Iterable[str], styles: Iterable[str], keys: Iterable[str]) -> list[str]:
-    """Many ids at once (the 1M-row builder): one sha256 per row, parameters pre-rendered per distinct set."""
+    """Many ids at once (a million-row read): one sha256 per row, parameters pre-rendered per distinct set."""
     sha = hashlib.sha256
     head = ROW_ID_VERSION + "\n"
     return [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,7 @@ def feature_metrics_per_image(
 ) -> list[dict[str, float]]:
     """One dict per image of `output`; see `feature_metrics` for the keys."""
     out, ref = _pair(output, content, "content")
-    dev = model.mean.device
+    dev = cast(Tensor, model.mean).device
     out, ref = out.to(dev).float(), ref.to(dev).float()
     grams = style_targets.grams if isinstance(style_targets, StyleTargets) else dict(style_targets)
     if isinstance(style_targets, StyleTargets) and Pooling(style_targets.pooling) is not Pooling(params.pooling):
@@ -121,7 +122,7 @@ def feature_metrics_per_image(
     weights = layer_weights(style_layers, params.style_layer_weights)
     total_w = sum(weights)
     gram_err = torch.zeros(batch, dtype=torch.float64, device=dev)
-    for name, w in zip(style_layers, weights):
+    for name, w in zip(style_layers, weights, strict=True):
         f = feats[name]
         # Same normalisation as the run's targets (targets.StyleTargets): Ĝ = G / M_l, Â = A / M_l^style.
         g_hat = gram(f).double() / (f.shape[-2] * f.shape[-1])

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from pipeline.cli_demo import demo_command
 from pipeline.cli_manifest import manifest_app
+from pipeline.cli_report import report_command
 from pipeline.cli_run import run_command, status_command
 from pipeline.cli_stylize import stylize_command
 from pipeline.storage import mask_text
@@ -33,6 +34,7 @@ app.command("stylize", no_args_is_help=True)(stylize_command)
 app.add_typer(manifest_app, name="manifest")
 app.command("run", no_args_is_help=True)(run_command)
 app.command("status", no_args_is_help=True)(status_command)
+app.command("report", no_args_is_help=True)(report_command)
 app.command("demo")(demo_command)
 
 

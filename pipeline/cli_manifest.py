@@ -81,7 +81,7 @@ def build(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing manifest.")] = False,
     storage_option: StorageOptions = None,
 ) -> None:
-    """Write the product content × style × parameter sweeps as a Parquet manifest with row ids."""
+    """Write the product content × style × parameter sweeps as a Parquet manifest (ids are derived per run)."""
     options = _options(storage_option)
     with _user_errors(options):
         result = build_manifest(

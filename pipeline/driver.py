@@ -254,7 +254,9 @@ class Driver:
         if outcome.oom:
             self.stats.oom_splits += 1
             key: GroupKey = (spec.rows[0].style_uri, spec.rows[0].params)
-            self.group_cap[key] = max(1, len(spec.rows) // 2)
+            half = max(1, len(spec.rows) // 2)
+            # min: a larger batch that was in flight may report its OOM after a smaller one did.
+            self.group_cap[key] = min(self.group_cap.get(key, half), half)
             for task in reversed(spec.rows):
                 self._enqueue(task, front=True)
             return

@@ -47,8 +47,8 @@ def _paste(sheet: Image.Image, data: bytes | None, x: int, y: int, cell: int, fi
     if data is None:
         sheet.paste(fill, (x, y, x + cell, y + cell))
         return
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
+    with Image.open(io.BytesIO(data)) as source:
+        img = source.convert("RGB")
         img.thumbnail((cell, cell), Image.Resampling.LANCZOS)
         sheet.paste(EMPTY, (x, y, x + cell, y + cell))
         sheet.paste(img, (x + (cell - img.width) // 2, y + (cell - img.height) // 2))

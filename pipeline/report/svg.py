@@ -40,7 +40,7 @@ def curve_plot(curve: Mapping[str, Sequence[float]], *, width: int = WIDTH, heig
         if series is None:
             continue
         points = []
-        for step, v in zip(steps, series):
+        for step, v in zip(steps, series, strict=False):
             if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
                 x = round((step - x0) / span * width)
                 y = round(height - (math.log10(v) - lo) / (hi - lo) * height)

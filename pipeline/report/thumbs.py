@@ -46,9 +46,8 @@ def input_thumb_relpath(uri: str) -> str:
 
 def make_thumbnail(data: bytes, size: int = DEFAULT_THUMB_SIZE) -> bytes:
     """JPEG bytes of the image shrunk to fit size × size (aspect kept; never enlarged)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        img = img.convert("RGB")
+    with Image.open(io.BytesIO(data)) as source:
+        img = source.convert("RGB")
         img.thumbnail((size, size), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
@@ -81,7 +80,7 @@ def ensure_thumbnails(
         return True
 
     with ThreadPoolExecutor(IO_THREADS) as pool:
-        made = dict(zip(missing, pool.map(make, missing)))
+        made = dict(zip(missing, pool.map(make, missing), strict=True))
     return {rel: rel in present or made.get(rel, False) for rel in sources}
 
 
@@ -98,4 +97,4 @@ def read_thumbnails(
 
     unique = sorted(set(relpaths))
     with ThreadPoolExecutor(IO_THREADS) as pool:
-        return {rel: data for rel, data in zip(unique, pool.map(read, unique)) if data is not None}
+        return {rel: data for rel, data in zip(unique, pool.map(read, unique), strict=True) if data is not None}

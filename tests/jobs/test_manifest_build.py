@@ -32,7 +32,7 @@ def test_local_folder_product_is_sorted_and_ids_match(image_dir: Path, tmp_path:
     )
     assert (result.rows, result.contents, result.styles, result.parameter_sets) == (24, 3, 2, 4)
     table = pq.read_table(out)
-    assert table.column_names == ["content_uri", "style_uri", "row_id", "size", "steps", "style_layers"]
+    assert table.column_names == ["content_uri", "style_uri", "size", "steps", "style_layers"]  # no row_id
     contents = sorted(str(image_dir / "content" / n) for n in ("a.png", "b.jpg", "nested/c.webp"))
     styles = sorted(str(image_dir / "style" / n) for n in ("stars.png", "wave.jpg"))
     assert table.column("content_uri").to_pylist()[:12] == [c for c in contents for _ in range(4)]
@@ -45,6 +45,41 @@ def test_local_folder_product_is_sorted_and_ids_match(image_dir: Path, tmp_path:
     assert first.params == expected
     assert first.row_id == row_id_for(contents[0], styles[0], expected)
     assert len({r.row_id for r in rows if isinstance(r, ManifestRow)}) == 24
+
+
+def test_ids_of_a_built_manifest_follow_the_run_defaults(image_dir: Path, tmp_path: Path) -> None:
+    """A run with other defaults renders other images, so its ids differ; its own cells still win."""
+    out = str(tmp_path / "m.parquet")
+    build_manifest(
+        content=[str(image_dir / "content" / "a.png")],
+        style=[str(image_dir / "style")],
+        sweeps=parse_sweep_args(["seed=1,2"]),
+        output=out,
+    )
+    ids: dict[int, list[str]] = {}
+    for steps in (500, 300, 1000):
+        rows = [r for r in iter_manifest(out, defaults=StyleParams(steps=steps)) if isinstance(r, ManifestRow)]
+        assert len(rows) == 4
+        for row in rows:
+            assert row.params.steps == steps
+            assert row.row_id == row_id_for(row.content_uri, row.style_uri, StyleParams(steps=steps, seed=row.params.seed))
+        ids[steps] = [r.row_id for r in rows]
+    assert len({rid for group in ids.values() for rid in group}) == 12  # three runs never share an image id
+    # the defaults' own values give the same ids as leaving them out: 500 steps is the library default
+    assert ids[500] == [r.row_id for r in iter_manifest(out) if isinstance(r, ManifestRow)]
+    # a manifest cell overrides the run default, and then the run default no longer matters
+    pinned = str(tmp_path / "pinned.parquet")
+    build_manifest(
+        content=[str(image_dir / "content" / "a.png")],
+        style=[str(image_dir / "style")],
+        params={"seed": "1"},
+        output=pinned,
+    )
+    ids_by_seed = {
+        seed: [r.row_id for r in iter_manifest(pinned, defaults=StyleParams(seed=seed)) if isinstance(r, ManifestRow)]
+        for seed in (0, 7)
+    }
+    assert ids_by_seed[0] == ids_by_seed[7] and len(ids_by_seed[0]) == 2
 
 
 def test_rebuild_is_identical_and_overwrite_is_explicit(image_dir: Path, tmp_path: Path) -> None:

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from manifest_helpers import write_table
 
-from jobs import ManifestRow, iter_manifest, params_key, row_id_for
+import jobs.row_id
+from jobs import ROW_ID_VERSION, ManifestRow, iter_manifest, params_key, row_id_for
 from nst_core.params import Precision, StyleParams
 
-# The documented canonical text for StyleParams(steps=100), written out by hand (fields sorted by name,
-# log_every left out because early_stop is 0).
-CANONICAL_PARAMS = (
-    "clamp=true;content_layer_weights=none;content_layers=relu4_2;content_ratio=none;content_weight=1.0;"
-    "distance=squared;early_stop=0.0;init=content;lr=0.02;optimizer=adam;pooling=avg;precision=fp32;"
-    "preserve_color=none;schedule=none;seed=0;size=512;steps=100;style_layer_weights=none;"
-    "style_layers=relu1_1,relu2_1,relu3_1,relu4_1,relu5_1;style_normalization=paper;style_scale=1.0;"
-    "style_weight=1000000.0;tv_weight=0.0"
+# The documented canonical texts, written out by hand: only fields whose value differs from
+# StyleParams()'s default, sorted by name; log_every only when early_stop > 0 (and not at its default).
+CANONICAL_PARAMS = "steps=100"  # StyleParams(steps=100)
+CANONICAL_MIXED = (  # see MIXED below
+    "early_stop=0.0001;log_every=5;precision=bf16;schedule=256:30,512:20;steps=100;"
+    "style_layer_weights=0.25,0.75;style_layers=relu1_1,relu3_1;tv_weight=1.0"
 )
+MIXED = StyleParams(
+    steps=100,
+    tv_weight=1,
+    early_stop=1e-4,
+    log_every=5,
+    precision=Precision.bf16,
+    schedule=((256, 30), (512, 20)),
+    style_layers=("relu1_1", "relu3_1"),
+    style_layer_weights=(0.25, 0.75),
+)
+
+DEFAULTS_FINGERPRINT = "6cedb8c8f6eb8c522e86c1d5c43576ca5282856a294db0e3bf696bf96cc731a0"
+"""sha256 of json.dumps(StyleParams().to_dict(), sort_keys=True) when ROW_ID_VERSION became nst-row/2."""
 
 
 def expected_id(content: str, style: str, params_text: str) -> str:
-    canonical = f"nst-row/1\n{content}\n{style}\n{params_text}"
+    canonical = f"nst-row/2\n{content}\n{style}\n{params_text}"
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
 
 
@@ -33,35 +47,69 @@ def test_row_id_matches_the_documented_formula() -> None:
     assert row_id_for("s3://b/c.jpg", "s3://b/s.jpg", params) == expected_id(
         "s3://b/c.jpg", "s3://b/s.jpg", CANONICAL_PARAMS
     )
+    assert params_key(MIXED) == CANONICAL_MIXED
+    assert row_id_for("c", "s", MIXED) == expected_id("c", "s", CANONICAL_MIXED)
+    assert params_key(StyleParams()) == ""
+    assert row_id_for("c", "s", StyleParams()) == expected_id("c", "s", "")
+
+
+def test_defaults_are_pinned_to_the_id_version() -> None:
+    """An absent field in params_key means "its default", so a changed default silently changes the image
+    behind every existing id; the prefix must change with it."""
+    current = json.dumps(StyleParams().to_dict(), sort_keys=True)
+    assert hashlib.sha256(current.encode()).hexdigest() == DEFAULTS_FINGERPRINT, (
+        "StyleParams() defaults changed. If an existing field's default value changed, bump ROW_ID_VERSION "
+        f"(now {ROW_ID_VERSION!r}) in jobs/row_id.py, docs/manifest.md and these tests, then update "
+        "DEFAULTS_FINGERPRINT. If only a new field was added whose default reproduces the old behaviour, ids "
+        f"are unaffected: update DEFAULTS_FINGERPRINT alone. Current defaults: {current}"
+    )
+
+
+def test_defaults_written_out_are_the_same_as_left_out() -> None:
+    assert params_key(StyleParams(style_weight=1000000, size=512, lr=0.02, content_layers=("relu4_2",))) == ""
+    assert params_key(StyleParams(steps=100, content_weight=1)) == CANONICAL_PARAMS
+
+
+def test_adding_a_field_at_its_default_keeps_every_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated upgrade: the same sets, keyed as if `precision` did not exist yet (an older release)."""
+    sets = [StyleParams(), StyleParams(steps=100), MIXED.replace(precision=Precision.fp32)]
+    after = [row_id_for("c", "s", p) for p in sets]
+    older = tuple(name for name in jobs.row_id._SORTED_FIELDS if name != "precision")
+    monkeypatch.setattr(jobs.row_id, "_SORTED_FIELDS", older)
+    assert [row_id_for("c", "s", p) for p in sets] == after
+    assert row_id_for("c", "s", MIXED) != expected_id("c", "s", CANONICAL_MIXED)  # the patch took effect
 
 
 def test_row_id_ignores_log_every_unless_early_stopping() -> None:
     base = StyleParams()
     assert row_id_for("c", "s", base) == row_id_for("c", "s", base.replace(log_every=50))
     stopping = base.replace(early_stop=1e-4)
-    assert row_id_for("c", "s", stopping) != row_id_for("c", "s", stopping.replace(log_every=50))
+    assert params_key(stopping) == "early_stop=0.0001"  # log_every at its default is left out
+    assert params_key(stopping.replace(log_every=50)) == "early_stop=0.0001;log_every=50"
+    ids = {row_id_for("c", "s", stopping.replace(log_every=n)) for n in (1, 10, 50)}
+    assert len(ids) == 3
 
 
 def test_row_id_changes_with_every_input_that_changes_the_image() -> None:
     base = row_id_for("c", "s", StyleParams())
     assert row_id_for("c2", "s", StyleParams()) != base
     assert row_id_for("c", "s2", StyleParams()) != base
-    for changed in (
+    changed = [
         StyleParams(steps=501),
         StyleParams(seed=1),
         StyleParams(style_weight=1e5),
         StyleParams(precision=Precision.bf16),
         StyleParams(schedule=((256, 10),)),
         StyleParams(style_layers=("relu1_1",)),
-    ):
-        assert row_id_for("c", "s", changed) != base, changed
+        StyleParams(content_ratio=0.5),
+        StyleParams(early_stop=1e-4),
+        StyleParams(early_stop=1e-4, log_every=50),
+    ]
+    ids = [row_id_for("c", "s", p) for p in changed]
+    assert base not in ids and len(set(ids)) == len(ids)
     # uris are not split differently: "a\nb" + "c" cannot collide with "a" + "b\nc", because line breaks are refused
-    try:
+    with pytest.raises(ValueError, match="line break"):
         row_id_for("a\nb", "c", StyleParams())
-    except ValueError as exc:
-        assert "line break" in str(exc)
-    else:
-        raise AssertionError("a URI with a line break must be refused")
 
 
 def test_derived_ids_ignore_column_order_and_defaults_filled_in(tmp_path: Path) -> None:
@@ -78,7 +126,18 @@ def test_derived_ids_ignore_column_order_and_defaults_filled_in(tmp_path: Path) 
     assert ids[0] == ids[1] == ids[2] == expected_id("c.jpg", "s.jpg", CANONICAL_PARAMS)
 
 
+def test_derived_ids_include_the_run_defaults(tmp_path: Path) -> None:
+    table = pa.table({"content_uri": ["c.jpg", "c.jpg"], "style_uri": ["s.jpg", "s.jpg"], "steps": [None, 100]})
+    path = write_table(tmp_path / "m.parquet", table)
+    first, second = iter_manifest(path, defaults=StyleParams(steps=300, tv_weight=2.0))
+    assert isinstance(first, ManifestRow) and isinstance(second, ManifestRow)
+    assert first.row_id == expected_id("c.jpg", "s.jpg", "steps=300;tv_weight=2.0")
+    assert second.row_id == expected_id("c.jpg", "s.jpg", "steps=100;tv_weight=2.0")
+
+
 def test_explicit_row_id_column_wins(tmp_path: Path) -> None:
     table = pa.table({"content_uri": ["c.jpg"], "style_uri": ["s.jpg"], "row_id": ["night-0001"]})
-    (row,) = iter_manifest(write_table(tmp_path / "m.parquet", table))
-    assert isinstance(row, ManifestRow) and row.row_id == "night-0001"
+    path = write_table(tmp_path / "m.parquet", table)
+    for defaults in (StyleParams(), StyleParams(steps=300)):
+        (row,) = iter_manifest(path, defaults=defaults)
+        assert isinstance(row, ManifestRow) and row.row_id == "night-0001" and row.params == defaults

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
+import torch
 from manifest_helpers import write_image, write_table
+from PIL import Image
 
-from jobs import build_manifest, summarise_manifest, validate_manifest
+import jobs.files
+from jobs import build_manifest, check_images, summarise_manifest, validate_manifest
+from nst_core.images import DEFAULT_MAX_PIXELS
 
 
 def test_check_files_reports_missing_and_corrupt_files_with_rows(image_dir: Path, tmp_path: Path) -> None:
@@ -32,11 +39,49 @@ def test_check_files_reports_missing_and_corrupt_files_with_rows(image_dir: Path
     found = {(p.index, p.column): p.message for p in report.problems}
     assert set(found) == {(1, "content_uri"), (2, "content_uri"), (3, "style_uri"), (4, "content_uri")}
     assert "file not found" in found[(1, "content_uri")] and "file not found" in found[(3, "style_uri")]
-    assert (
-        "not a readable image" in found[(2, "content_uri")]
-        and "not a readable image" in found[(4, "content_uri")]
+    assert found[(2, "content_uri")] == f"content_uri {str(corrupt)!r}: not an image file (unrecognised format)"
+    assert found[(4, "content_uri")].startswith(
+        f"content_uri {str(truncated)!r}: corrupt or truncated image ("
     )
     assert report.bad_rows == 4
+
+
+def test_check_files_refuses_what_the_run_refuses(tmp_path: Path) -> None:
+    """The engine's decoder judges: a valid PNG over its pixel limit passes PIL (a warning only) but not a run."""
+    side = 10_000
+    huge = tmp_path / "huge.png"
+    Image.new("1", (side, DEFAULT_MAX_PIXELS // side + 1)).save(huge)  # 11 kB, one pixel row over the limit
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    grey16 = tmp_path / "grey16.png"
+    Image.new("I;16", (40, 30), 5000).save(grey16)
+    failures = check_images([str(huge), str(empty), str(grey16)], workers=3)
+    assert set(failures) == {str(huge), str(empty)}
+    assert failures[str(huge)].startswith(f"10000x{DEFAULT_MAX_PIXELS // side + 1} = ")
+    assert "exceeds the limit of 89478485 (decompression-bomb protection)" in failures[str(huge)]
+    assert failures[str(empty)] == "empty file"
+
+
+def test_check_files_bounds_concurrent_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads run `workers` at once but decodes (a float32 copy of the whole image each) only `decoders`."""
+    uris = [str(write_image(tmp_path / f"{i}.png")) for i in range(12)]
+    lock = threading.Lock()
+    active = peak = calls = 0
+
+    def slow_decode(data: bytes, *, name: str | None = None) -> torch.Tensor:
+        nonlocal active, peak, calls
+        with lock:
+            active += 1
+            calls += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+        return torch.zeros(3, 1, 1)
+
+    monkeypatch.setattr(jobs.files, "decode_image", slow_decode)
+    assert check_images(uris, workers=8, decoders=2) == {}
+    assert calls == 12 and 1 <= peak <= 2
 
 
 def test_problem_list_is_capped_but_counted(tmp_path: Path) -> None:

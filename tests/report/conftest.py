@@ -109,7 +109,10 @@ def run_with_metrics(small_run: dict[str, Any], vgg: VGGFeatures, tmp_path_facto
 def browser() -> Iterator[Any]:
     """Headless Chromium driven by selenium through the system chromedriver (Debian packages)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("chromium is not installed: apt-get install -y chromium chromium-driver")
+        message = "chromium is not installed: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (.ci/run installs it; CI must not skip the browser tests)")
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -108,3 +108,11 @@ def test_curve_plot_is_log_scaled_and_skips_empty_series() -> None:
     assert "tv" not in plot["lines"]
     assert plot["y"] == pytest.approx([1.0, 100.0])
     assert downsample(1000, 48)[:2] == [0, 21] and downsample(1000, 48)[-1] == 999 and len(downsample(1000, 48)) == 48
+
+
+def test_metrics_from_columns_and_from_a_json_column() -> None:
+    from pipeline.report.data import record_metrics
+
+    rec = {"metric_ssim": 0.5, "metric_clipped": None, "metric_gram_err": float("nan"),
+           "metrics": json.dumps({"gram_err_relu1_1": 0.25, "ssim": 0.4}), "loss_total": 3.0}
+    assert record_metrics(rec) == {"ssim": 0.5, "gram_err_relu1_1": 0.25}  # columns win over the JSON copy
