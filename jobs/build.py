@@ -145,8 +145,7 @@ def write_manifest(
     n_c, n_k = len(contents), len(sets)
     total = len(styles) * n_c * n_k
     schema = pa.schema(
-        [("content_uri", pa.string()), ("style_uri", pa.string())]
-        + [(c, arrow_type_for(c)) for c in columns]
+        [("content_uri", pa.string()), ("style_uri", pa.string())] + [(c, arrow_type_for(c)) for c in columns]
     )
     content_arr = pa.array(contents, pa.string())
     style_arr = pa.array(styles, pa.string())

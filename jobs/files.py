@@ -5,6 +5,7 @@ decodes them with the engine's own `decode_image`, so the validator accepts and 
 run will (a truncated JPEG passes a header check but fails a real load; an oversized image is refused).
 A decode holds the whole image as float32 (12 bytes a pixel, ~600 MiB for a 50-megapixel photo), so
 fewer decodes than reads run at once: reads wait on the network, decodes on the CPU.
+The decoder is imported on first use: it brings torch (~1 s, ~500 MB), which `import jobs` must not pay.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from contextlib import nullcontext
 from typing import Any
 
 import fsspec
-
-from nst_core.images import ImageError, decode_image
 
 DEFAULT_WORKERS = 16
 
@@ -46,6 +45,8 @@ def check_image(
         return "permission denied"
     except Exception as exc:  # any backend failure is a finding about this file, not a crash
         return f"cannot read ({type(exc).__name__}: {exc})"
+    from nst_core.images import ImageError, decode_image
+
     try:
         with decode_slots if decode_slots is not None else nullcontext():
             decode_image(data, name=uri)
@@ -73,6 +74,8 @@ def check_images(
 
     `workers` reads run at once, of which at most `decoders` (default: `default_decoders()`) decode.
     """
+    import nst_core.images  # noqa: F401 - import once here, not under the import lock in every thread
+
     unique = sorted(set(uris))
     slots = threading.BoundedSemaphore(max(1, decoders if decoders is not None else default_decoders()))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

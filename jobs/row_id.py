@@ -30,7 +30,9 @@ ROW_ID_VERSION = "nst-row/2"
 ROW_ID_HEX = 20
 """80 bits: a collision among 10⁹ rows has probability ~4e-7."""
 _SORTED_FIELDS: tuple[str, ...] = tuple(sorted(PARAM_COLUMNS))
-_DEFAULT_TEXT: dict[str, str] = {name: format_field(name, getattr(StyleParams(), name)) for name in PARAM_COLUMNS}
+_DEFAULT_TEXT: dict[str, str] = {
+    name: format_field(name, getattr(StyleParams(), name)) for name in PARAM_COLUMNS
+}
 """Defaults compared in their canonical text form, so 1e6 and 1000000 (or a list and a tuple) agree."""
 
 

@@ -12,13 +12,14 @@ from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
 from nst_core.images import resize_long_side, resize_to, resized_shape
+from nst_core.compiled import Backend, StepFunction
 from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
-from nst_core.params import Init, OptimizerName, PreserveColor, StyleParams
-from nst_core.precision import conv_precision, flush_denormals
+from nst_core.params import Init, OptimizerName, Pooling, PreserveColor, Precision, StyleParams
+from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
 
@@ -67,8 +68,62 @@ class _StageLog:
     final: Tensor  # [B, 4]
 
 
+class _Objective(nn.Module):
+    """[B, 4] per image: total, α·L_c, β·L_s, tv·L_tv of the pixels x.
+
+    One module per optimisation stage with its targets as buffers, so a compiled step treats them as
+    graph inputs and reuses one graph for every batch of the same shape and settings.
+    """
+
+    def __init__(
+        self,
+        model: VGGFeatures,
+        content_term: WeightedSum,
+        style_term: WeightedSum,
+        params: StyleParams,
+        *,
+        lum: bool,
+        channels_last: bool,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.content_term = content_term
+        self.style_term = style_term
+        self.layers = tuple(dict.fromkeys((*params.content_layers, *params.style_layers)))
+        self.pooling = Pooling(params.pooling)
+        self.precision = Precision(params.precision)
+        self.device = device
+        self.lum = lum
+        self.channels_last = channels_last
+        self.tv_weight = float(params.tv_weight)
+        if params.content_ratio is not None:
+            self.alpha, self.beta = float(params.content_ratio), 1.0 - float(params.content_ratio)
+        else:
+            self.alpha, self.beta = float(params.content_weight), float(params.style_weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        image = x.expand(-1, 3, -1, -1) if self.lum else x
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with conv_autocast(self.device, self.precision):
+            feats = self.model(image, self.layers, self.pooling)
+        lc = self.content_term(feats)
+        ls = self.style_term(feats)
+        lt = tv_loss(x) if self.tv_weight > 0 else torch.zeros_like(lc)
+        total = total_loss(lc, ls, lt, alpha=self.alpha, beta=self.beta, tv_weight=self.tv_weight)
+        return torch.stack([total, self.alpha * lc, self.beta * ls, self.tv_weight * lt], dim=1)
+
+
 class Stylizer:
-    """Holds a frozen VGG on one device and stylises batches of images with it."""
+    """Holds a frozen VGG on one device and stylises batches of images with it.
+
+    Execution settings (they change speed, not the image beyond floating-point rounding, so they are
+    not StyleParams fields): `channels_last` (default: on CUDA), `autotune` (cuDNN algorithm search,
+    default: on CUDA), `compile` (torch.compile the per-step loss and its backward with `compile_backend`
+    and `compile_mode`, e.g. "reduce-overhead" for CUDA graphs; falls back to eager with a
+    RuntimeWarning if compiling fails; see `compiled.StepFunction`).
+    """
 
     def __init__(
         self,
@@ -76,9 +131,15 @@ class Stylizer:
         device: str | torch.device | None = None,
         *,
         channels_last: bool | None = None,
+        autotune: bool | None = None,
+        compile: bool = False,
+        compile_backend: Backend = "inductor",
+        compile_mode: str | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.mean.device
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.autotune = self.device.type == "cuda" if autotune is None else autotune
+        self.step_function = StepFunction(compile=compile, backend=compile_backend, mode=compile_mode)
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -125,7 +186,9 @@ class Stylizer:
             groups.setdefault(shapes, []).append(i)
         memo: dict[tuple[int, int], StyleTargets] = {}
         results: list[ImageResult | None] = [None] * len(contents)
-        with flush_denormals(self.device):
+        with flush_denormals(self.device), cuda_run_settings(
+            self.device, params.precision, autotune=self.autotune
+        ):
             self._run_groups(
                 contents, style_list, init_images, groups, params, cache, memo, callback, results
             )
@@ -303,9 +366,8 @@ class Stylizer:
     ) -> tuple[Tensor, _StageLog]:
         batch = x0.shape[0]
         grams = self._batch_targets(styles, content, params, cache, memo)
-        layers = tuple(dict.fromkeys((*params.content_layers, *params.style_layers)))
         content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
-        with torch.no_grad(), conv_precision(self.device, params.precision):
+        with torch.no_grad(), conv_autocast(self.device, params.precision):
             content_feats = self.model(self._prep(content_view), params.content_layers, params.pooling)
         content_term = WeightedSum(
             {n: ContentLoss(content_feats[n], params.distance) for n in params.content_layers},
@@ -318,21 +380,16 @@ class Stylizer:
             },
             layer_weights(params.style_layers, params.style_layer_weights),
         )
-
-        def losses(x: Tensor) -> Tensor:
-            """[B, 4]: total, α·L_c, β·L_s, tv·L_tv per image."""
-            image = x.expand(-1, 3, -1, -1) if lum else x
-            with conv_precision(self.device, params.precision):
-                feats = self.model(self._prep(image), layers, params.pooling)
-            lc = content_term(feats)
-            ls = style_term(feats)
-            lt = tv_loss(x) if params.tv_weight > 0 else torch.zeros_like(lc)
-            if params.content_ratio is not None:
-                alpha, beta = params.content_ratio, 1.0 - params.content_ratio
-            else:
-                alpha, beta = params.content_weight, params.style_weight
-            total = total_loss(lc, ls, lt, alpha=alpha, beta=beta, tv_weight=params.tv_weight)
-            return torch.stack([total, alpha * lc, beta * ls, params.tv_weight * lt], dim=1)
+        objective = _Objective(
+            self.model,
+            content_term,
+            style_term,
+            params,
+            lum=lum,
+            channels_last=self.channels_last,
+            device=self.device,
+        )
+        step_function = self.step_function
 
         x = x0.detach().clone().float().requires_grad_(True)
         opt: torch.optim.Optimizer
@@ -351,31 +408,30 @@ class Stylizer:
         early = params.early_stop > 0
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
         prev_total: Tensor | None = None
+        # No host-device synchronisation in this loop (no .item(), float(), tensor truthiness, printing):
+        # the host queues steps ahead of the GPU. The one exception is the early-stop check below;
+        # L-BFGS's strong-Wolfe line search syncs by nature (it branches on loss values).
         for step in range(steps):
             record = step % params.log_every == 0
             if isinstance(opt, torch.optim.LBFGS):
                 evaluations: list[Tensor] = []
 
                 def closure(evaluations: list[Tensor] = evaluations) -> Tensor:
-                    opt.zero_grad(set_to_none=True)
-                    terms = losses(x)
-                    terms[:, 0].sum().backward()
-                    evaluations.append(terms.detach())
+                    terms = step_function(objective, x)
+                    evaluations.append(terms)
                     return terms[:, 0].sum()
 
                 x_old = x.detach().clone() if early else None
                 opt.step(closure)
                 current = evaluations[0]  # the loss at the start of this step, before the line search
             else:
-                opt.zero_grad(set_to_none=True)
-                current = losses(x)
-                current[:, 0].sum().backward()
+                current = step_function(objective, x)
                 x_old = x.detach().clone() if early else None
             if record:
                 k = step // params.log_every
-                values[k] = current.detach()
+                values[k] = current
                 if early:
-                    total_now = current[:, 0].detach()
+                    total_now = current[:, 0]
                     if prev_total is not None:
                         rel = (prev_total - total_now).abs() / prev_total.abs().clamp_min(1e-30)
                         active &= rel >= params.early_stop
@@ -394,7 +450,7 @@ class Stylizer:
             if callback is not None:
                 callback(StepReport(stage=stage, step=step + 1, steps=steps))
         with torch.no_grad():
-            final = losses(x.detach())
+            final = objective(x.detach())  # eager: one evaluation is not worth an inference graph
         return x.detach(), _StageLog(offset, log_steps, values, steps_run, final)
 
     def _prep(self, x: Tensor) -> Tensor:

@@ -38,7 +38,9 @@ def _activation_elements(height: int, width: int, layers: tuple[str, ...], arch:
     return total, largest
 
 
-def bytes_per_image(params: StyleParams, arch: str = "vgg19", height: int | None = None, width: int | None = None) -> int:
+def bytes_per_image(
+    params: StyleParams, arch: str = "vgg19", height: int | None = None, width: int | None = None
+) -> int:
     """Peak bytes one content image adds to a batch at the largest stage of `params`.
 
     Terms: the VGG activations kept for the backward pass (conv and ReLU outputs, in the convolution
@@ -53,9 +55,11 @@ def bytes_per_image(params: StyleParams, arch: str = "vgg19", height: int | None
     total, largest = _activation_elements(h, w, layers, arch)
     act_bytes = 2 if params.precision == Precision.bf16 else 4
     pixels = 3 * h * w
-    optimiser_copies = {OptimizerName.adam: 2, OptimizerName.lbfgs: 2 * LBFGS_HISTORY + 2, OptimizerName.gd: 0}[
-        params.optimizer
-    ]
+    optimiser_copies = {
+        OptimizerName.adam: 2,
+        OptimizerName.lbfgs: 2 * LBFGS_HISTORY + 2,
+        OptimizerName.gd: 0,
+    }[params.optimizer]
     content_target, _ = _activation_elements(h, w, tuple(params.content_layers), arch)
     return int(total * act_bytes + 2 * largest * 4 + pixels * 4 * (2 + optimiser_copies) + content_target * 4)
 

@@ -33,10 +33,14 @@ console = Console(stderr=True)
 @with_style_params
 def run_command(
     manifest: Annotated[str, typer.Argument(help="Job manifest (Parquet): a path or any fsspec URI.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URI (images, curves, ledger, run.json).")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder or URI (images, curves, ledger, run.json).")
+    ],
     address: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:10001'. Default: start a local Ray."),
+        typer.Option(
+            help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:10001'. Default: start a local Ray."
+        ),
     ] = None,
     batch_size: Annotated[
         str, typer.Option("--batch-size", help="Rows per batch on one device, or 'auto' (from free memory).")
@@ -56,7 +60,9 @@ def run_command(
     arch: ArchOpt = Arch.vgg19,
     storage_option: StorageOptionOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
-    json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    json_summary: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
     *,
     params: StyleParams,
 ) -> None:

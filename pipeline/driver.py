@@ -92,8 +92,12 @@ class Driver:
         on_event: Callable[[Driver], None] | None = None,
     ) -> None:
         self.workers = [
-            WorkerSlot(actor=a, name=str(info.get("name", f"w{i}")), device=str(info.get("device", "")),
-                       node=str(info.get("node", "")))
+            WorkerSlot(
+                actor=a,
+                name=str(info.get("name", f"w{i}")),
+                device=str(info.get("device", "")),
+                node=str(info.get("node", "")),
+            )
             for i, (a, info) in enumerate(zip(actors, infos, strict=True))
         ]
         self.layout = layout
@@ -158,7 +162,10 @@ class Driver:
                 if ready:
                     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
                     last_answer = time.monotonic()
-                elif not any(w.alive for w in self.workers) and time.monotonic() - last_answer > NO_WORKER_TIMEOUT_S:
+                elif (
+                    not any(w.alive for w in self.workers)
+                    and time.monotonic() - last_answer > NO_WORKER_TIMEOUT_S
+                ):
                     self.stats.aborted = f"no worker answered for {NO_WORKER_TIMEOUT_S:.0f} s"
                     break
                 for ref in ready:
@@ -212,8 +219,11 @@ class Driver:
         key, queue = max(live, key=affinity)
         size = self._size_for(key, queue)
         rows = tuple(queue.popleft() for _ in range(min(size, len(queue))))
-        return BatchSpec(batch_id=batch_id_for(r.row_id for r in rows), rows=rows,
-                         curve_uri=self.layout.curve_uri(batch_id_for(r.row_id for r in rows)))
+        return BatchSpec(
+            batch_id=batch_id_for(r.row_id for r in rows),
+            rows=rows,
+            curve_uri=self.layout.curve_uri(batch_id_for(r.row_id for r in rows)),
+        )
 
     def _size_for(self, key: GroupKey, queue: deque[RowTask]) -> int:
         size = self.group_cap.get(key) or self.batch_size(key[1])
@@ -268,7 +278,9 @@ class Driver:
                 worker.rows_done += 1
                 self.buffer.append(self._record(task, row, outcome, spec))
             else:
-                self._fail_row(task, ErrorKind(row.error_kind or "internal"), row.error_message or "", row, outcome, spec)
+                self._fail_row(
+                    task, ErrorKind(row.error_kind or "internal"), row.error_message or "", row, outcome, spec
+                )
 
     def _handle_ping(self, worker: WorkerSlot, ref: Any) -> None:
         worker.ping = None

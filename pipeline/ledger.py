@@ -132,7 +132,9 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def records_table(records: Sequence[LedgerRecord], storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+def records_table(
+    records: Sequence[LedgerRecord], storage_options: Mapping[str, Any] | None = None
+) -> pa.Table:
     return pa.Table.from_pylist([r.to_row(storage_options) for r in records], schema=LEDGER_SCHEMA)
 
 

@@ -47,7 +47,9 @@ def validate_output_name(name: str) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise OutputNameError(f"output_name {name!r} may not contain empty, '.' or '..' path segments")
     if any(part.startswith(TMP_PREFIX) for part in parts):
-        raise OutputNameError(f"output_name {name!r} may not start with {TMP_PREFIX!r} (reserved for temporary files)")
+        raise OutputNameError(
+            f"output_name {name!r} may not start with {TMP_PREFIX!r} (reserved for temporary files)"
+        )
     extension = posixpath.splitext(parts[-1])[1].lower().lstrip(".")
     if extension not in IMAGE_FORMATS:
         raise OutputNameError(

@@ -28,7 +28,9 @@ def _duration(seconds: float) -> str:
 
 
 class RunProgress:
-    def __init__(self, *, enabled: bool, total: int, note: str | None = None, console: Console | None = None) -> None:
+    def __init__(
+        self, *, enabled: bool, total: int, note: str | None = None, console: Console | None = None
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled and self.console.is_terminal and sys.stderr.isatty()
         self.total = total
@@ -39,7 +41,9 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self.enabled:
-            self._live = Live(get_renderable=self.render, console=self.console, refresh_per_second=2, transient=False)
+            self._live = Live(
+                get_renderable=self.render, console=self.console, refresh_per_second=2, transient=False
+            )
             self._live.__enter__()
         return self
 
@@ -60,9 +64,23 @@ class RunProgress:
         rate = done / elapsed * 3600 if elapsed > 0 and done else 0.0
         eta = remaining / rate * 3600 if rate else None
         head = Text.assemble(
-            ("done ", "bold"), (f"{done}", "green"), "  ", ("failed ", "bold"), (f"{failed}", "red"), "  ",
-            ("remaining ", "bold"), f"{remaining}/{self.total}", "  ", ("images/h ", "bold"), f"{rate:,.0f}", "  ",
-            ("elapsed ", "bold"), _duration(elapsed), "  ", ("ETA ", "bold"), _duration(eta) if eta else "–",
+            ("done ", "bold"),
+            (f"{done}", "green"),
+            "  ",
+            ("failed ", "bold"),
+            (f"{failed}", "red"),
+            "  ",
+            ("remaining ", "bold"),
+            f"{remaining}/{self.total}",
+            "  ",
+            ("images/h ", "bold"),
+            f"{rate:,.0f}",
+            "  ",
+            ("elapsed ", "bold"),
+            _duration(elapsed),
+            "  ",
+            ("ETA ", "bold"),
+            _duration(eta) if eta else "–",
         )
         parts: list[Any] = [head]
         if self.note:
@@ -72,11 +90,20 @@ class RunProgress:
             for column in ("worker", "device", "node", "state", "rows done", "cache hits"):
                 table.add_column(column)
             for worker in driver.workers:
-                state = "restarting" if not worker.alive else (f"{worker.in_flight} batch(es): {worker.current}"
-                                                               if worker.in_flight else "idle")
+                state = (
+                    "restarting"
+                    if not worker.alive
+                    else (f"{worker.in_flight} batch(es): {worker.current}" if worker.in_flight else "idle")
+                )
                 lookups = worker.cache_hits + worker.cache_misses
-                table.add_row(worker.name, worker.device, worker.node, state, str(worker.rows_done),
-                              f"{worker.cache_hits}/{lookups}" if lookups else "–")
+                table.add_row(
+                    worker.name,
+                    worker.device,
+                    worker.node,
+                    state,
+                    str(worker.rows_done),
+                    f"{worker.cache_hits}/{lookups}" if lookups else "–",
+                )
             parts.append(table)
         return Group(*parts)
 
@@ -97,8 +124,12 @@ def summary_table(summary: RunSummary) -> Table:
         ("remaining", str(summary.remaining)),
         ("time", _duration(summary.seconds)),
         ("images/hour", f"{summary.rows_per_hour:,.0f}"),
-        ("style cache hit rate", f"{rate:.0%} ({summary.cache_hits}/{summary.cache_hits + summary.cache_misses})"
-         if rate is not None else "–"),
+        (
+            "style cache hit rate",
+            f"{rate:.0%} ({summary.cache_hits}/{summary.cache_hits + summary.cache_misses})"
+            if rate is not None
+            else "–",
+        ),
     ]
     if summary.duplicates:
         rows.append(("duplicate rows skipped", str(summary.duplicates)))

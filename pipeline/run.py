@@ -160,7 +160,12 @@ def plan_rows(
                 plan.not_retried += 1
             else:
                 where = f" column {item.column!r}" if item.column else ""
-                record_failure(row_id, item.index, ErrorKind.bad_manifest_row, f"manifest row {item.index}{where}: {item.message}")
+                record_failure(
+                    row_id,
+                    item.index,
+                    ErrorKind.bad_manifest_row,
+                    f"manifest row {item.index}{where}: {item.message}",
+                )
             continue
         if item.row_id in seen:
             plan.duplicates += 1
@@ -176,18 +181,27 @@ def plan_rows(
                 plan.not_retried += 1
                 continue
             attempt = state.attempt + 1
-        extra = {"content_uri": item.content_uri, "style_uri": item.style_uri, "metadata": dict(item.metadata)}
+        extra = {
+            "content_uri": item.content_uri,
+            "style_uri": item.style_uri,
+            "metadata": dict(item.metadata),
+        }
         try:
             output_uri = layout.image_uri(item.row_id, item.output_name)
             fmt = image_format(output_uri)
         except OutputNameError as exc:
-            record_failure(item.row_id, item.index, ErrorKind.bad_output_name, f"row {item.index}: {exc}", **extra)
+            record_failure(
+                item.row_id, item.index, ErrorKind.bad_output_name, f"row {item.index}: {exc}", **extra
+            )
             continue
         owner = claimed.setdefault(output_uri, item.row_id)
         if owner != item.row_id:
             record_failure(
-                item.row_id, item.index, ErrorKind.bad_output_name,
-                f"row {item.index}: output {mask_uri(output_uri)} is already the output of row {owner}", **extra
+                item.row_id,
+                item.index,
+                ErrorKind.bad_output_name,
+                f"row {item.index}: output {mask_uri(output_uri)} is already the output of row {owner}",
+                **extra,
             )
             continue
         plan.tasks.append(
@@ -206,7 +220,9 @@ def plan_rows(
     return plan
 
 
-def sweep_orphan_curves(layout: OutputLayout, referenced: set[str], storage_options: Mapping[str, Any] | None) -> int:
+def sweep_orphan_curves(
+    layout: OutputLayout, referenced: set[str], storage_options: Mapping[str, Any] | None
+) -> int:
     """Delete curve files no done record points to: leftovers of batches whose driver died before recording.
 
     Their rows are not done, so they are recomputed into a new curve file; keeping the old one would
@@ -241,9 +257,13 @@ def read_run_json(layout: OutputLayout, storage_options: Mapping[str, Any] | Non
         return None
 
 
-def write_run_json(layout: OutputLayout, data: dict[str, Any], storage_options: Mapping[str, Any] | None) -> None:
+def write_run_json(
+    layout: OutputLayout, data: dict[str, Any], storage_options: Mapping[str, Any] | None
+) -> None:
     write_bytes_atomic(
-        layout.run_json_uri(), json.dumps(data, indent=2, sort_keys=True, default=str).encode(), storage_options
+        layout.run_json_uri(),
+        json.dumps(data, indent=2, sort_keys=True, default=str).encode(),
+        storage_options,
     )
 
 
@@ -297,8 +317,14 @@ def run_manifest(
     table = read_ledger(layout, options)
     states = row_states(table)
     plan = plan_rows(
-        manifest, params, layout, states, run_id=run_id, max_attempts=max_attempts,
-        retry_failed=retry_failed, storage_options=options,
+        manifest,
+        params,
+        layout,
+        states,
+        run_id=run_id,
+        max_attempts=max_attempts,
+        retry_failed=retry_failed,
+        storage_options=options,
     )
     write_part(layout, plan.records, options)
     sweep_orphan_curves(layout, referenced_curves(table), options)
@@ -323,10 +349,21 @@ def run_manifest(
         "history": history,
     }
     summary = RunSummary(
-        run_id=run_id, out=mask_uri(out), manifest_rows=plan.manifest_rows, already_done=plan.already_done,
-        planned=len(plan.tasks), done=0, failed=len(plan.records), retried=0, not_retried=plan.not_retried,
-        remaining=len(plan.tasks), duplicates=plan.duplicates, seconds=0.0, rows_per_hour=0.0,
-        cache_hits=0, cache_misses=0,
+        run_id=run_id,
+        out=mask_uri(out),
+        manifest_rows=plan.manifest_rows,
+        already_done=plan.already_done,
+        planned=len(plan.tasks),
+        done=0,
+        failed=len(plan.records),
+        retried=0,
+        not_retried=plan.not_retried,
+        remaining=len(plan.tasks),
+        duplicates=plan.duplicates,
+        seconds=0.0,
+        rows_per_hour=0.0,
+        cache_hits=0,
+        cache_misses=0,
         failures_by_kind=_count_kinds(plan.records),
     )
     if not plan.tasks:
@@ -337,7 +374,9 @@ def run_manifest(
     write_run_json(layout, record, options)
     with ray_session(address) as info:
         check_uris_reachable(
-            [out] + [t.content_uri for t in plan.tasks] + [t.style_uri for t in plan.tasks]
+            [out]
+            + [t.content_uri for t in plan.tasks]
+            + [t.style_uri for t in plan.tasks]
             + ([weights] if "://" in weights or weights.startswith("/") else []),
             info,
         )
@@ -348,7 +387,11 @@ def run_manifest(
                 "(minutes per image at full size)"
             )
         config = WorkerConfig(
-            weights=weights, weights_sha256=weights_sha256, arch=arch, storage_options=options, out=out,
+            weights=weights,
+            weights_sha256=weights_sha256,
+            arch=arch,
+            storage_options=options,
+            out=out,
             target_cache_size=STYLE_CACHE_SIZE,
         )
         actors = create_workers(worker_plan, config, run_id)
@@ -356,9 +399,13 @@ def run_manifest(
             try:
                 infos = ray.get([a.info.remote() for a in actors])
             except ray.exceptions.RayActorError as exc:
-                raise RunError(f"workers could not start: {mask_text(_actor_error_text(exc), options)}") from None
+                raise RunError(
+                    f"workers could not start: {mask_text(_actor_error_text(exc), options)}"
+                ) from None
             record["workers"] = [{k: i[k] for k in ("name", "node", "device", "gpu_ids")} for i in infos]
-            record["weights"].update(source=infos[0].get("weights_source"), sha256=infos[0].get("weights_sha256"))
+            record["weights"].update(
+                source=infos[0].get("weights_source"), sha256=infos[0].get("weights_sha256")
+            )
             summary.workers = record["workers"]
             min_free = min(int(i["free_bytes"]) for i in infos)
             cap = GPU_CAP if worker_plan.on_gpu else CPU_CAP
@@ -368,8 +415,14 @@ def run_manifest(
 
             display = RunProgress(enabled=progress, total=len(plan.tasks), note=summary.note)
             driver = Driver(
-                actors=actors, infos=infos, layout=layout, run_id=run_id, batch_size=size_for,
-                max_attempts=max_attempts, storage_options=options, style_cache_size=STYLE_CACHE_SIZE,
+                actors=actors,
+                infos=infos,
+                layout=layout,
+                run_id=run_id,
+                batch_size=size_for,
+                max_attempts=max_attempts,
+                storage_options=options,
+                style_cache_size=STYLE_CACHE_SIZE,
                 on_event=display.update,
             )
             driver.add(plan.tasks)
@@ -399,15 +452,19 @@ def run_manifest(
 
 
 def _finish_record(
-    record: dict[str, Any], summary: RunSummary, layout: OutputLayout, options: dict[str, Any], history: list[Any]
+    record: dict[str, Any],
+    summary: RunSummary,
+    layout: OutputLayout,
+    options: dict[str, Any],
+    history: list[Any],
 ) -> None:
-    record["status"] = (
-        "interrupted" if summary.interrupted else "aborted" if summary.aborted else "completed"
-    )
+    record["status"] = "interrupted" if summary.interrupted else "aborted" if summary.aborted else "completed"
     record["finished_at"] = utcnow().isoformat()
     record["stats"] = summary.to_dict()
-    history.append({k: record.get(k) for k in ("run_id", "status", "started_at", "finished_at")}
-                   | {"done": summary.done, "failed": summary.failed, "seconds": summary.seconds})
+    history.append(
+        {k: record.get(k) for k in ("run_id", "status", "started_at", "finished_at")}
+        | {"done": summary.done, "failed": summary.failed, "seconds": summary.seconds}
+    )
     record["history"] = history[-100:]
     write_run_json(layout, record, options)
 
@@ -429,7 +486,9 @@ def _parse_batch_size(batch_size: int | str) -> int | None:
         try:
             value = int(str(batch_size))
         except ValueError:
-            raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}") from None
+            raise ValueError(
+                f"--batch-size must be a positive integer or 'auto', got {batch_size!r}"
+            ) from None
     if value < 1:
         raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}")
     return value

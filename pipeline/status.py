@@ -21,7 +21,9 @@ from pipeline.storage import mask_uri
 EXAMPLES_PER_KIND = 3
 
 
-def collect_status(out: str, storage_options: Mapping[str, Any] | None = None, *, max_attempts: int | None = None) -> dict[str, Any]:
+def collect_status(
+    out: str, storage_options: Mapping[str, Any] | None = None, *, max_attempts: int | None = None
+) -> dict[str, Any]:
     """JSON-safe status of the output folder `out`."""
     layout = OutputLayout(out)
     table = read_ledger(layout, storage_options)
@@ -36,14 +38,18 @@ def collect_status(out: str, storage_options: Mapping[str, Any] | None = None, *
     by_kind: dict[str, dict[str, Any]] = {}
     for state in sorted(failed, key=lambda s: s.row_id):
         kind = state.last_error_kind or "unknown"
-        entry = by_kind.setdefault(kind, {"rows": 0, "retryable": kind not in {k.value for k in PERMANENT_KINDS},
-                                          "examples": []})
+        entry = by_kind.setdefault(
+            kind, {"rows": 0, "retryable": kind not in {k.value for k in PERMANENT_KINDS}, "examples": []}
+        )
         entry["rows"] += 1
         if len(entry["examples"]) < EXAMPLES_PER_KIND:
-            entry["examples"].append({"row_id": state.row_id, "attempt": state.attempt,
-                                      "message": state.last_error_message})
+            entry["examples"].append(
+                {"row_id": state.row_id, "attempt": state.attempt, "message": state.last_error_message}
+            )
     throughput = None
-    finished = [s.done_record["finished_at"] for s in done if s.done_record and s.done_record.get("finished_at")]
+    finished = [
+        s.done_record["finished_at"] for s in done if s.done_record and s.done_record.get("finished_at")
+    ]
     started = [s.done_record["started_at"] for s in done if s.done_record and s.done_record.get("started_at")]
     seconds = float(sum(h.get("seconds") or 0.0 for h in run.get("history", [])))
     if done and seconds > 0:
@@ -96,11 +102,17 @@ def render_status(report: Mapping[str, Any]) -> Group:
         for kind, entry in sorted(report["failures"].items()):
             for i, example in enumerate(entry["examples"]):
                 failures.add_row(
-                    kind if i == 0 else "", str(entry["rows"]) if i == 0 else "",
+                    kind if i == 0 else "",
+                    str(entry["rows"]) if i == 0 else "",
                     ("yes" if entry["retryable"] else "no") if i == 0 else "",
-                    example["row_id"], example["message"] or "",
+                    example["row_id"],
+                    example["message"] or "",
                 )
         parts.append(failures)
-        parts.append(Text("Re-run the same `nst run` to retry; add --retry-failed to retry every failed row.",
-                          style="dim"))
+        parts.append(
+            Text(
+                "Re-run the same `nst run` to retry; add --retry-failed to retry every failed row.",
+                style="dim",
+            )
+        )
     return Group(*parts)

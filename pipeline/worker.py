@@ -68,7 +68,9 @@ def classify_read_error(exc: BaseException) -> ErrorKind:
 
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, (InputMissing, ImageError, StorageError)) else f"{type(exc).__name__}: {text}"
+    return (
+        text if isinstance(exc, (InputMissing, ImageError, StorageError)) else f"{type(exc).__name__}: {text}"
+    )
 
 
 class StyleWorker:
@@ -214,13 +216,17 @@ class StyleWorker:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _outcome(self, spec: BatchSpec, rows: list[RowOutcome], *, oom: bool = False, message: str | None = None) -> BatchOutcome:
+    def _outcome(
+        self, spec: BatchSpec, rows: list[RowOutcome], *, oom: bool = False, message: str | None = None
+    ) -> BatchOutcome:
         return BatchOutcome(
             batch_id=spec.batch_id,
             rows=rows,
             worker=self.name,
             node=self.node,
-            device=self.device if not self.gpu_ids else f"{self.device} (gpu {','.join(map(str, self.gpu_ids))})",
+            device=self.device
+            if not self.gpu_ids
+            else f"{self.device} (gpu {','.join(map(str, self.gpu_ids))})",
             cache_hits=self.stylizer.cache_hits,
             cache_misses=self.stylizer.cache_misses,
             oom=oom,

@@ -58,11 +58,15 @@ def test_ids_of_a_built_manifest_follow_the_run_defaults(image_dir: Path, tmp_pa
     )
     ids: dict[int, list[str]] = {}
     for steps in (500, 300, 1000):
-        rows = [r for r in iter_manifest(out, defaults=StyleParams(steps=steps)) if isinstance(r, ManifestRow)]
+        rows = [
+            r for r in iter_manifest(out, defaults=StyleParams(steps=steps)) if isinstance(r, ManifestRow)
+        ]
         assert len(rows) == 4
         for row in rows:
             assert row.params.steps == steps
-            assert row.row_id == row_id_for(row.content_uri, row.style_uri, StyleParams(steps=steps, seed=row.params.seed))
+            assert row.row_id == row_id_for(
+                row.content_uri, row.style_uri, StyleParams(steps=steps, seed=row.params.seed)
+            )
         ids[steps] = [r.row_id for r in rows]
     assert len({rid for group in ids.values() for rid in group}) == 12  # three runs never share an image id
     # the defaults' own values give the same ids as leaving them out: 500 steps is the library default
@@ -76,7 +80,11 @@ def test_ids_of_a_built_manifest_follow_the_run_defaults(image_dir: Path, tmp_pa
         output=pinned,
     )
     ids_by_seed = {
-        seed: [r.row_id for r in iter_manifest(pinned, defaults=StyleParams(seed=seed)) if isinstance(r, ManifestRow)]
+        seed: [
+            r.row_id
+            for r in iter_manifest(pinned, defaults=StyleParams(seed=seed))
+            if isinstance(r, ManifestRow)
+        ]
         for seed in (0, 7)
     }
     assert ids_by_seed[0] == ids_by_seed[7] and len(ids_by_seed[0]) == 2

@@ -127,7 +127,9 @@ def test_derived_ids_ignore_column_order_and_defaults_filled_in(tmp_path: Path) 
 
 
 def test_derived_ids_include_the_run_defaults(tmp_path: Path) -> None:
-    table = pa.table({"content_uri": ["c.jpg", "c.jpg"], "style_uri": ["s.jpg", "s.jpg"], "steps": [None, 100]})
+    table = pa.table(
+        {"content_uri": ["c.jpg", "c.jpg"], "style_uri": ["s.jpg", "s.jpg"], "steps": [None, 100]}
+    )
     path = write_table(tmp_path / "m.parquet", table)
     first, second = iter_manifest(path, defaults=StyleParams(steps=300, tv_weight=2.0))
     assert isinstance(first, ManifestRow) and isinstance(second, ManifestRow)

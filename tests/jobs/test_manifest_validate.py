@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 from manifest_helpers import write_image, write_table
 from PIL import Image
 
-import jobs.files
+import nst_core.images
 from jobs import build_manifest, check_images, summarise_manifest, validate_manifest
 from nst_core.images import DEFAULT_MAX_PIXELS
 
@@ -39,7 +41,9 @@ def test_check_files_reports_missing_and_corrupt_files_with_rows(image_dir: Path
     found = {(p.index, p.column): p.message for p in report.problems}
     assert set(found) == {(1, "content_uri"), (2, "content_uri"), (3, "style_uri"), (4, "content_uri")}
     assert "file not found" in found[(1, "content_uri")] and "file not found" in found[(3, "style_uri")]
-    assert found[(2, "content_uri")] == f"content_uri {str(corrupt)!r}: not an image file (unrecognised format)"
+    assert (
+        found[(2, "content_uri")] == f"content_uri {str(corrupt)!r}: not an image file (unrecognised format)"
+    )
     assert found[(4, "content_uri")].startswith(
         f"content_uri {str(truncated)!r}: corrupt or truncated image ("
     )
@@ -79,9 +83,16 @@ def test_check_files_bounds_concurrent_decodes(tmp_path: Path, monkeypatch: pyte
             active -= 1
         return torch.zeros(3, 1, 1)
 
-    monkeypatch.setattr(jobs.files, "decode_image", slow_decode)
+    monkeypatch.setattr(nst_core.images, "decode_image", slow_decode)
     assert check_images(uris, workers=8, decoders=2) == {}
     assert calls == 12 and 1 <= peak <= 2
+
+
+def test_importing_jobs_does_not_load_torch() -> None:
+    """Only --check-files needs the decoder; build, validate and show start without torch (~1 s, ~500 MB)."""
+    code = "import sys, jobs; jobs.check_image; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_problem_list_is_capped_but_counted(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +21,9 @@ WEIGHTS = "random:0"
 PARAMS = StyleParams(size=32, steps=6, log_every=2)
 
 
-def write_images(directory: Path, prefix: str, count: int, *, seed: int = 0, shape: tuple[int, int] = (40, 48)) -> list[str]:
+def write_images(
+    directory: Path, prefix: str, count: int, *, seed: int = 0, shape: tuple[int, int] = (40, 48)
+) -> list[str]:
     """Random-texture PNGs (real files the decoder has to read)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -35,7 +36,9 @@ def write_images(directory: Path, prefix: str, count: int, *, seed: int = 0, sha
     return paths
 
 
-def write_manifest(path: str | Path, rows: Sequence[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> str:
+def write_manifest(
+    path: str | Path, rows: Sequence[dict[str, Any]], storage_options: dict[str, Any] | None = None
+) -> str:
     table = pa.Table.from_pylist(list(rows))
     if str(path).startswith("s3://"):
         import fsspec
@@ -51,8 +54,13 @@ def grid_rows(contents: Sequence[str], styles: Sequence[str], count: int) -> lis
     """`count` distinct (content, style) pairs, styles interleaved so batches must be regrouped by style."""
     rows = []
     for i in range(count):
-        rows.append({"content_uri": contents[i % len(contents)], "style_uri": styles[(i // len(contents)) % len(styles)],
-                     "tag": f"row{i}"})
+        rows.append(
+            {
+                "content_uri": contents[i % len(contents)],
+                "style_uri": styles[(i // len(contents)) % len(styles)],
+                "tag": f"row{i}",
+            }
+        )
     pairs = {(r["content_uri"], r["style_uri"]) for r in rows}
     assert len(pairs) == count, "not enough contents x styles for distinct rows"
     return rows
@@ -64,8 +72,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-
-def check_output(out: str, expected_done: Iterable[str], storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_output(
+    out: str, expected_done: Iterable[str], storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Assert the invariants of a finished output folder and return what was found.
 
     Every expected row has exactly one done record; the images present are exactly the done rows' outputs;
@@ -86,9 +95,13 @@ def check_output(out: str, expected_done: Iterable[str], storage_options: dict[s
     root = root.rstrip("/")
     images = {f for f in files if f.startswith(root + "/images/")}
     outputs = {filesystem(s.done_record["output_uri"], storage_options)[1] for s in states.values() if s.done}
-    assert images == outputs, f"orphan images {sorted(images - outputs)[:3]}, missing {sorted(outputs - images)[:3]}"
+    assert images == outputs, (
+        f"orphan images {sorted(images - outputs)[:3]}, missing {sorted(outputs - images)[:3]}"
+    )
     curve_files = {f for f in files if f.startswith(root + "/curves/")}
-    referenced = {filesystem(s.done_record["curve_uri"], storage_options)[1] for s in states.values() if s.done}
+    referenced = {
+        filesystem(s.done_record["curve_uri"], storage_options)[1] for s in states.values() if s.done
+    }
     assert curve_files == referenced, f"unreferenced curve files {sorted(curve_files - referenced)[:3]}"
     curve_rows: list[str] = []
     for path in curve_files:

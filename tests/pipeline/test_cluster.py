@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import ray
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 from ray.cluster_utils import Cluster
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,16 @@ def test_removing_a_node_mid_run_still_completes(cluster: Cluster, tmp_path: Pat
     result: dict[str, object] = {}
 
     def go() -> None:
-        result["summary"] = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS,
-                                         address=cluster.address, num_workers=2, batch_size=2, progress=False)
+        result["summary"] = run_manifest(
+            manifest=manifest,
+            out=out,
+            params=PARAMS,
+            weights=WEIGHTS,
+            address=cluster.address,
+            num_workers=2,
+            batch_size=2,
+            progress=False,
+        )
 
     thread = threading.Thread(target=go)
     thread.start()

@@ -10,25 +10,41 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_images, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_images, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def start_driver(manifest: str, out: str) -> subprocess.Popen[bytes]:
     command = [
-        sys.executable, "-m", "pipeline.cli_run", "run", manifest, "--out", out, "--weights", WEIGHTS,
-        "--size", str(PARAMS.size), "--steps", str(PARAMS.steps), "--log-every", str(PARAMS.log_every),
-        "--batch-size", "2", "--no-progress",
+        sys.executable,
+        "-m",
+        "pipeline.cli_run",
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--weights",
+        WEIGHTS,
+        "--size",
+        str(PARAMS.size),
+        "--steps",
+        str(PARAMS.steps),
+        "--log-every",
+        str(PARAMS.log_every),
+        "--batch-size",
+        "2",
+        "--no-progress",
     ]
     # Own session, so the Ray processes this driver starts can be cleaned up by process group afterwards.
-    return subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: Path) -> None:
@@ -52,7 +68,9 @@ def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: 
             pass
     recorded_before = len(part_paths(layout))
     assert 2 <= recorded_before
-    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False, batch_size=2)
+    summary = run_manifest(
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False, batch_size=2
+    )
     assert summary.complete, summary
     ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
     assert summary.already_done + summary.done == 20 and summary.already_done >= 2

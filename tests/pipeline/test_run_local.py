@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import typer
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 from typer.testing import CliRunner
 
 from nst_core.params import StyleParams
@@ -18,7 +19,6 @@ from pipeline.cli_run import run_command, status_command
 from pipeline.ledger import LEDGER_SCHEMA, part_paths, read_ledger, row_states
 from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -48,7 +48,9 @@ def test_one_actor_per_declared_gpu_each_on_its_own_device(tmp_path: Path, input
     assert all("gpu" in d for d in devices)
 
 
-def test_hundred_rows_complete_with_images_curves_and_ledger_matching_the_manifest(tmp_path: Path, inputs) -> None:
+def test_hundred_rows_complete_with_images_curves_and_ledger_matching_the_manifest(
+    tmp_path: Path, inputs
+) -> None:
     rows = grid_rows(inputs["contents"], inputs["styles"], 100)
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     out = str(tmp_path / "out")
@@ -90,7 +92,9 @@ def test_resume_picks_up_added_rows_and_never_recomputes_done_ones(tmp_path: Pat
     check_output(out, manifest_ids(str(tmp_path / "m2.parquet")))
 
 
-def test_corrupt_image_fails_once_with_a_clear_error_and_is_retried_only_on_request(tmp_path: Path, inputs) -> None:
+def test_corrupt_image_fails_once_with_a_clear_error_and_is_retried_only_on_request(
+    tmp_path: Path, inputs
+) -> None:
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     rows = grid_rows(inputs["contents"], inputs["styles"], 3) + [
@@ -126,7 +130,9 @@ def test_unsafe_output_names_fail_their_row_only(tmp_path: Path, inputs) -> None
     assert summary.done == 2 and summary.failed == 1
     assert (out / "images" / "ok.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
     assert not (tmp_path / "escape.png").exists()
-    kinds = {r["error_kind"] for r in read_ledger(OutputLayout(str(out))).to_pylist() if r["status"] == "failed"}
+    kinds = {
+        r["error_kind"] for r in read_ledger(OutputLayout(str(out))).to_pylist() if r["status"] == "failed"
+    }
     assert kinds <= {"bad_output_name", "bad_manifest_row"} and kinds
 
 
@@ -140,10 +146,20 @@ def test_killed_actor_is_restarted_and_its_rows_rescheduled(tmp_path: Path, inpu
     deadline = time.monotonic() + 120
     killed = None
     while killed is None and time.monotonic() < deadline and thread.is_alive():
-        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("nst-worker-")]
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("nst-worker-")
+        ]
         if names and part_paths(layout):
-            killed = ray.get_actor(names[0], namespace=next(
-                a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] == names[0]))
+            killed = ray.get_actor(
+                names[0],
+                namespace=next(
+                    a["namespace"]
+                    for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"] == names[0]
+                ),
+            )
             ray.kill(killed, no_restart=False)
         time.sleep(0.2)
     thread.join(timeout=300)
@@ -166,8 +182,27 @@ def test_cli_run_and_status_report_the_resolved_configuration(tmp_path: Path, in
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     out = str(tmp_path / "out")
     runner = CliRunner()
-    result = runner.invoke(app, ["run", manifest, "--out", out, "--weights", WEIGHTS, "--size", "32", "--steps", "4",
-                                 "--style-weight", "1000", "--no-progress", "--json", "--batch-size", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            manifest,
+            "--out",
+            out,
+            "--weights",
+            WEIGHTS,
+            "--size",
+            "32",
+            "--steps",
+            "4",
+            "--style-weight",
+            "1000",
+            "--no-progress",
+            "--json",
+            "--batch-size",
+            "2",
+        ],
+    )
     assert result.exit_code == 2, result.output  # finished, with one failed row
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["done"] == 2 and summary["failed"] == 1
@@ -211,10 +246,23 @@ def test_out_of_memory_batches_are_split_in_half_until_they_fit(tmp_path: Path) 
 
             self.sizes.append(len(spec.rows))
             if len(spec.rows) > 1:
-                return BatchOutcome(spec.batch_id, [], "fake", "n", "cuda:0", oom=True, message="CUDA out of memory")
+                return BatchOutcome(
+                    spec.batch_id, [], "fake", "n", "cuda:0", oom=True, message="CUDA out of memory"
+                )
             now = utcnow()
-            rows = [RowOutcome(t.row_id, True, now, now, final={"total": 1.0}, steps_run=1, output_uri=t.output_uri,
-                               curve_uri=spec.curve_uri) for t in spec.rows]
+            rows = [
+                RowOutcome(
+                    t.row_id,
+                    True,
+                    now,
+                    now,
+                    final={"total": 1.0},
+                    steps_run=1,
+                    output_uri=t.output_uri,
+                    curve_uri=spec.curve_uri,
+                )
+                for t in spec.rows
+            ]
             return BatchOutcome(spec.batch_id, rows, "fake", "n", "cuda:0")
 
         def seen(self) -> list[int]:
@@ -225,13 +273,32 @@ def test_out_of_memory_batches_are_split_in_half_until_they_fit(tmp_path: Path) 
 
     actor = ray.remote(_OomBelowOneRow).options(num_cpus=0, max_concurrency=2).remote()
     layout = OutputLayout(str(tmp_path / "out"))
-    driver = Driver(actors=[actor], infos=[{"name": "fake"}], layout=layout, run_id="t", batch_size=lambda p: 8,
-                    max_attempts=1, storage_options=None, style_cache_size=4)
-    tasks = [RowTask(row_id=f"r{i}", index=i, content_uri="c", style_uri="s", params=PARAMS,
-                     output_uri=layout.image_uri(f"r{i}")) for i in range(8)]
+    driver = Driver(
+        actors=[actor],
+        infos=[{"name": "fake"}],
+        layout=layout,
+        run_id="t",
+        batch_size=lambda p: 8,
+        max_attempts=1,
+        storage_options=None,
+        style_cache_size=4,
+    )
+    tasks = [
+        RowTask(
+            row_id=f"r{i}",
+            index=i,
+            content_uri="c",
+            style_uri="s",
+            params=PARAMS,
+            output_uri=layout.image_uri(f"r{i}"),
+        )
+        for i in range(8)
+    ]
     driver.add(tasks)
     stats = driver.run()
     sizes = ray.get(actor.seen.remote())
     assert stats.done == 8 and stats.failed == 0 and stats.oom_splits >= 2, sizes
-    assert sizes[0] > 1 and max(sizes[sizes.index(1):]) == 1  # halved down to single rows, never regrown
-    assert sorted(s.row_id for s in row_states(read_ledger(layout)).values() if s.done) == sorted(t.row_id for t in tasks)
+    assert sizes[0] > 1 and max(sizes[sizes.index(1) :]) == 1  # halved down to single rows, never regrown
+    assert sorted(s.row_id for s in row_states(read_ledger(layout)).values() if s.done) == sorted(
+        t.row_id for t in tasks
+    )

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.run import run_manifest
 from pipeline.status import collect_status
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -24,15 +24,20 @@ def test_run_reads_and_writes_s3_and_never_records_the_secret(tmp_path: Path, in
         fs.put_file(local, f"nst-test/in/{Path(local).name}")
     contents = [f"s3://nst-test/in/{Path(p).name}" for p in inputs["contents"][:4]]
     styles = [f"s3://nst-test/in/{Path(p).name}" for p in inputs["styles"][:2]]
-    rows = grid_rows(contents, styles, 6) + [{"content_uri": "s3://nst-test/in/absent.png", "style_uri": styles[0],
-                                              "tag": "absent"}]
+    rows = grid_rows(contents, styles, 6) + [
+        {"content_uri": "s3://nst-test/in/absent.png", "style_uri": styles[0], "tag": "absent"}
+    ]
     manifest = write_manifest("s3://nst-test/m.parquet", rows, options)
     out = "s3://nst-test/run1"
-    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options,
-                           progress=False)
+    summary = run_manifest(
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
+    )
     assert summary.done == 6 and summary.failed == 1 and summary.remaining == 0
-    ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS, storage_options=options)
-           if isinstance(r, ManifestRow)]
+    ids = [
+        r.row_id
+        for r in iter_manifest(manifest, defaults=PARAMS, storage_options=options)
+        if isinstance(r, ManifestRow)
+    ]
     found = check_output(out, ids[:6], options)
     assert len(found["images"]) == 6
     run_json = fs.cat_file("nst-test/run1/run.json").decode()
@@ -42,6 +47,7 @@ def test_run_reads_and_writes_s3_and_never_records_the_secret(tmp_path: Path, in
     report = collect_status(out, options)
     assert report["done"] == 6 and report["failures"]["bad_input"]["rows"] == 1
     assert "absent.png" in report["failures"]["bad_input"]["examples"][0]["message"]
-    resumed = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options,
-                           progress=False)
+    resumed = run_manifest(
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
+    )
     assert (resumed.already_done, resumed.planned, resumed.not_retried) == (6, 0, 1)

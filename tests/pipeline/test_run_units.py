@@ -1,0 +1,168 @@
+"""Pieces of a run without Ray: output names, ledger merging and compaction, the memory model, URI checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from nst_core.layers import layer_channels
+from nst_core.params import OptimizerName, StyleParams
+from pipeline.batching import auto_batch_size, bytes_per_image
+from pipeline.ledger import (
+    ErrorKind,
+    LedgerRecord,
+    RowStatus,
+    compact,
+    part_paths,
+    read_ledger,
+    row_states,
+    write_part,
+)
+from pipeline.outputs import OutputLayout, OutputNameError, check_inside, validate_output_name
+from pipeline.ray_runtime import ClusterInfo, RemoteLocalPathError, check_uris_reachable, plan_workers
+from pipeline.worker import LRUCache
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def record(
+    row_id: str, status: RowStatus, attempt: int, minute: int, kind: ErrorKind | None = None
+) -> LedgerRecord:
+    return LedgerRecord(
+        record_id=uuid.uuid4().hex,
+        run_id="r",
+        row_id=row_id,
+        status=status,
+        attempt=attempt,
+        finished_at=T0 + timedelta(minutes=minute),
+        error_kind=kind,
+        error_message=None if kind is None else f"{kind.value} happened",
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.png",
+        "/abs.png",
+        "a/../../b.png",
+        "s3://b/k.png",
+        "a\\b.png",
+        "x.gif",
+        ".tmp-1-x.png",
+        "",
+        "a//b.png",
+    ],
+)
+def test_unsafe_or_unsupported_output_names_are_refused(name: str) -> None:
+    with pytest.raises(OutputNameError):
+        validate_output_name(name)
+
+
+def test_output_names_resolve_under_images(tmp_path: Path) -> None:
+    layout = OutputLayout(str(tmp_path))
+    assert layout.image_uri("abc") == f"{tmp_path}/images/abc.png"
+    assert layout.image_uri("abc", "cat.webp") == f"{tmp_path}/images/cat.webp"
+
+
+def test_symlinked_folder_pointing_outside_out_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "link").symlink_to(outside)
+    with pytest.raises(OutputNameError, match="outside"):
+        check_inside(str(out), f"{out}/images/link/x.png")
+    check_inside(str(out), f"{out}/images/x.png")
+
+
+def test_row_state_done_wins_and_attempts_follow_the_latest_failure(tmp_path: Path) -> None:
+    layout = OutputLayout(str(tmp_path))
+    write_part(
+        layout,
+        [
+            record("a", RowStatus.failed, 1, 0, ErrorKind.storage),
+            record("b", RowStatus.failed, 1, 0, ErrorKind.bad_input),
+        ],
+    )
+    write_part(
+        layout,
+        [record("a", RowStatus.failed, 2, 1, ErrorKind.worker_lost), record("c", RowStatus.done, 1, 1)],
+    )
+    write_part(layout, [record("c", RowStatus.failed, 2, 2, ErrorKind.storage)])  # cannot undo a done row
+    states = row_states(read_ledger(layout))
+    assert states["a"].attempt == 2 and not states["a"].done and not states["a"].permanent_failure
+    assert states["b"].permanent_failure and states["b"].last_error_message == "bad_input happened"
+    assert states["c"].done and states["c"].done_records == 1
+
+
+def test_compaction_keeps_every_record_once_even_if_interrupted(tmp_path: Path) -> None:
+    layout = OutputLayout(str(tmp_path))
+    for i in range(5):
+        write_part(layout, [record(f"r{i}", RowStatus.done, 1, i)])
+    before = read_ledger(layout)
+    # Simulate a crash after the merged part was written but before the old parts were deleted.
+    merged = read_ledger(layout).to_pylist()
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.ledger import LEDGER_SCHEMA
+    from pipeline.storage import write_bytes_atomic
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(merged, schema=LEDGER_SCHEMA), sink)
+    write_bytes_atomic(layout.new_ledger_part_uri(), sink.getvalue())
+    assert read_ledger(layout).num_rows == before.num_rows == 5
+    assert compact(layout, min_parts=2) == 6
+    assert len(part_paths(layout)) == 1 and read_ledger(layout).num_rows == 5
+
+
+def test_memory_model_counts_activations_like_an_independent_sum() -> None:
+    params = StyleParams(
+        size=64, steps=1, optimizer=OptimizerName.gd, style_layers=("relu1_1",), content_layers=("relu1_1",)
+    )
+    # Up to relu1_1: conv1_1 and relu1_1 outputs, 64 channels at 64x64 each, fp32.
+    acts = 2 * 64 * 64 * 64
+    expected = acts * 4 + 2 * (64 * 64 * 64) * 4 + 3 * 64 * 64 * 4 * 2 + 64 * 64 * 64 * 4 * 2
+    assert layer_channels("vgg19")["relu1_1"] == 64
+    assert bytes_per_image(params) == expected
+
+
+def test_auto_batch_size_grows_with_memory_and_shrinks_with_size() -> None:
+    small, large = StyleParams(size=256), StyleParams(size=1024)
+    assert auto_batch_size(80 * 2**30, small) > auto_batch_size(80 * 2**30, large) >= 1
+    assert auto_batch_size(8 * 2**30, small) <= auto_batch_size(80 * 2**30, small)
+    assert auto_batch_size(1, small) == 1
+    assert auto_batch_size(10**15, small, cap=7) == 7
+    lbfgs = small.replace(optimizer=OptimizerName.lbfgs)
+    assert bytes_per_image(lbfgs) > bytes_per_image(small)
+
+
+def test_lru_cache_evicts_least_recently_used() -> None:
+    cache = LRUCache(2)
+    cache["a"], cache["b"] = 1, 2
+    _ = cache["a"]
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"]
+
+
+def test_local_paths_are_refused_on_a_multi_machine_cluster() -> None:
+    remote = ClusterInfo(started_here=False, gpus=4, cpus=32, nodes=2, remote=True)
+    with pytest.raises(RemoteLocalPathError, match="local path"):
+        check_uris_reachable(["s3://b/out", "/home/me/cat.jpg"], remote)
+    check_uris_reachable(["s3://b/out", "gs://b/cat.jpg"], remote)
+    check_uris_reachable(
+        ["/home/me/cat.jpg"], ClusterInfo(started_here=True, gpus=0, cpus=2, nodes=1, remote=False)
+    )
+
+
+def test_worker_plan_is_one_actor_per_gpu_else_cpu_actors() -> None:
+    gpu = plan_workers(ClusterInfo(started_here=True, gpus=4, cpus=2, nodes=1, remote=False), None)
+    assert (gpu.count, gpu.num_gpus, gpu.num_cpus, gpu.on_gpu) == (4, 1, 0, True)
+    cpu = plan_workers(ClusterInfo(started_here=True, gpus=0, cpus=8, nodes=1, remote=False), 2)
+    assert (cpu.count, cpu.num_gpus, cpu.num_cpus, cpu.on_gpu) == (2, 0, 4, False)
