@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
-from nst_core.images import resize_long_side, resize_to, resized_shape
 from nst_core.compiled import Backend, StepFunction
+from nst_core.images import resize_long_side, resize_to, resized_shape
 from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
-from nst_core.params import Init, OptimizerName, Pooling, PreserveColor, Precision, StyleParams
+from nst_core.params import Init, OptimizerName, Pooling, Precision, PreserveColor, StyleParams
 from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures

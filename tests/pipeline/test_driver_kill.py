@@ -81,3 +81,36 @@ def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: 
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_ctrl_c_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
+    contents = write_images(tmp_path / "in", "c", 10, seed=5)
+    styles = write_images(tmp_path / "in", "s", 2, seed=6)
+    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(contents, styles, 20))
+    out = str(tmp_path / "out")
+    layout = OutputLayout(out)
+    driver = start_driver(manifest, out)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and driver.poll() is None and not part_paths(layout):
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGINT)
+        code = driver.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert code == 130, driver.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    import json
+
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
+    from pipeline.ledger import read_ledger, row_states
+
+    done = [s.row_id for s in row_states(read_ledger(layout)).values() if s.done]
+    assert 0 < len(done) < 20
+    # Images of in-flight batches may exist without a done record until the next run; the ledger is whole.
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False)
+    assert summary.complete and summary.already_done == len(done)
+    ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
+    check_output(out, ids)
