@@ -26,6 +26,18 @@ def _loss_and_grad(fn: Callable[[nn.Module, Tensor], Tensor], objective: nn.Modu
     return terms.detach()
 
 
+def _describe(exc: BaseException) -> str:
+    """`Type: message` on one line, with the root cause (dynamo wraps a backend's error in its own)."""
+
+    def line(e: BaseException) -> str:
+        return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+    root = exc
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+        root = inner
+    return line(exc) if root is exc or str(root) in str(exc) else f"{line(exc)} (caused by {line(root)})"
+
+
 class StepFunction:
     """Computes one step's losses and pixel gradient; compiled when asked, eager otherwise.
 
@@ -60,8 +72,7 @@ class StepFunction:
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # dynamo/inductor raise many unrelated types; all mean "not compiled"
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                self.error = f"{type(exc).__name__}: {first}"[:500]
+                self.error = _describe(exc)
                 warnings.warn(
                     f"torch.compile of the style-transfer step failed ({self.error}); continuing eagerly",
                     RuntimeWarning,

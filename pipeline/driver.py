@@ -376,6 +376,7 @@ class Driver:
             style_uri=task.style_uri,
             output_uri=row.output_uri if row is not None and row.ok else None,
             curve_uri=row.curve_uri if row is not None and row.ok else None,
+            metrics=(row.metrics or {}) if row is not None and row.ok else {},
             metadata=task.metadata,
         )
 

@@ -78,9 +78,27 @@ LEDGER_SCHEMA = pa.schema(
         ("output_uri", pa.string()),
         ("curve_uri", pa.string()),
         ("metadata", pa.string()),
+        *[
+            (name, pa.float64())
+            for name in (
+                "metric_" + m
+                for m in (
+                    "content_dist",
+                    "gram_err",
+                    "ssim",
+                    "colour_dist_style",
+                    "colour_dist_content",
+                    "clipped",
+                )
+            )
+        ],
+        ("metrics", pa.string()),
     ]
 )
-"""`metadata` holds the manifest row's user columns as a JSON object string (schema-stable across parts)."""
+"""`metadata` holds the manifest row's user columns as a JSON object string (schema-stable across parts).
+The headline quality metrics (docs/metrics.md) have their own `metric_*` columns for sorting and filtering;
+`metrics` holds all of them, per-layer Gram errors included, as a JSON object string."""
+METRIC_COLUMNS = tuple(name for name in LEDGER_SCHEMA.names if name.startswith("metric_"))
 
 
 @dataclass
@@ -111,15 +129,23 @@ class LedgerRecord:
     output_uri: str | None = None
     curve_uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_row(self, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name in LEDGER_SCHEMA.names:
-            value = getattr(self, name)
+            value = (
+                self.metrics.get(name.removeprefix("metric_"))
+                if name in METRIC_COLUMNS
+                else getattr(self, name)
+            )
             if isinstance(value, Enum):
                 value = value.value
             if name == "metadata":
                 value = json.dumps(value, sort_keys=True, default=str)
+            if name == "metrics":
+                finite = {k: v for k, v in value.items() if math.isfinite(v)}
+                value = json.dumps(finite, sort_keys=True) if finite else None
             if name == "error_message" and value is not None:
                 value = mask_text(value, storage_options)
             if isinstance(value, float) and not math.isfinite(value):
@@ -161,18 +187,29 @@ def part_paths(layout: OutputLayout, storage_options: Mapping[str, Any] | None =
     ]
 
 
+def _conform(table: pa.Table) -> pa.Table:
+    """A part in the current schema: columns a part written by an older version lacks become nulls."""
+    for name in LEDGER_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, LEDGER_SCHEMA.field(name).type))
+    return table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
+
+
+def _read_parts(fs: Any, paths: Sequence[str]) -> pa.Table:
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as fh:
+            tables.append(_conform(pq.read_table(fh)))
+    return pa.concat_tables(tables)
+
+
 def read_ledger(layout: OutputLayout, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """Every record of every part (duplicates by record_id removed), in part order; empty table if none."""
     paths = part_paths(layout, storage_options)
     if not paths:
         return LEDGER_SCHEMA.empty_table()
     fs, _ = filesystem(layout.ledger_dir(), storage_options)
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as fh:
-            table = pq.read_table(fh)
-        tables.append(table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA))
-    merged = pa.concat_tables(tables)
+    merged = _read_parts(fs, paths)
     seen: set[str] = set()
     keep = []
     for i, rid in enumerate(merged.column("record_id").to_pylist()):
@@ -241,11 +278,7 @@ def compact(
     if len(paths) < min_parts:
         return 0
     fs, _ = filesystem(layout.ledger_dir(), storage_options)
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as fh:
-            tables.append(pq.read_table(fh).select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA))
-    merged = pa.concat_tables(tables)
+    merged = _read_parts(fs, paths)
     sink = io.BytesIO()
     pq.write_table(merged, sink, compression="zstd")
     write_bytes_atomic(layout.new_ledger_part_uri(), sink.getvalue(), storage_options)

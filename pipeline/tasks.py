@@ -73,6 +73,7 @@ class RowOutcome:
     steps_run: int | None = None
     output_uri: str | None = None
     curve_uri: str | None = None
+    metrics: dict[str, float] | None = None
 
 
 @dataclass

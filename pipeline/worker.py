@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from nst_core.engine import ImageResult, Stylizer
-from nst_core.images import ImageError, decode_image, encode_image
+from nst_core.images import ImageError, decode_image, encode_image, resize_to
+from nst_core.metrics import row_metrics
 from nst_core.params import StyleParams
-from nst_core.targets import Style
+from nst_core.targets import Style, needs_content
 from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_bytes
 from pipeline.curves import curves_table, parquet_bytes
 from pipeline.ledger import ErrorKind, utcnow
@@ -154,6 +155,7 @@ class StyleWorker:
         # 2. Optimise the rows that loaded, all at once.
         ready = [task for task in spec.rows if task.row_id in contents]
         results: dict[str, ImageResult] = {}
+        metrics: dict[str, dict[str, float]] = {}
         if ready and style_image is not None:
             style = Style(images=(style_image,), key=ready[0].style_uri)
             try:
@@ -162,7 +164,11 @@ class StyleWorker:
                         [contents[t.row_id] for t in ready], style, ready[0].params, cache=self.targets
                     )
                     self.batches_run += 1
-                results = {t.row_id: r for t, r in zip(ready, out, strict=True)}
+                    results = {t.row_id: r for t, r in zip(ready, out, strict=True)}
+                    for task in ready:
+                        metrics[task.row_id] = self._metrics(
+                            results[task.row_id].image, contents[task.row_id], style, style_image, task.params
+                        )
             except Exception as exc:  # noqa: BLE001 - classified below, never raised per row
                 if is_oom(exc):
                     self._release_memory()
@@ -211,6 +217,7 @@ class StyleWorker:
                 steps_run=int(result.steps_run),
                 output_uri=task.output_uri,
                 curve_uri=spec.curve_uri,
+                metrics=metrics.get(task.row_id),
             )
         return self._outcome(spec, [outcomes[t.row_id] for t in spec.rows])
 
@@ -232,6 +239,32 @@ class StyleWorker:
             oom=oom,
             message=mask_text(message, self.config.storage_options) if message else None,
         )
+
+    def _metrics(
+        self,
+        image: torch.Tensor,
+        content: torch.Tensor,
+        style: Style,
+        style_image: torch.Tensor,
+        params: StyleParams,
+    ) -> dict[str, float]:
+        """Quality metrics of one result (docs/metrics.md). A metric failure never fails the row: it is logged
+        and the row is recorded without metrics. The style targets come from the cache the run just filled."""
+        counters = (self.stylizer.cache_hits, self.stylizer.cache_misses)  # a re-read is not a cache use
+        try:
+            shape = (int(image.shape[-2]), int(image.shape[-1]))
+            on_device = resize_to(content.to(self.device).float(), shape)
+            targets = self.stylizer.style_targets(
+                style, shape, params, cache=self.targets, content=on_device if needs_content(params) else None
+            )
+            return row_metrics(
+                self.model, image.to(self.device), on_device, style_image.to(self.device), targets, params
+            )
+        except Exception as exc:  # noqa: BLE001
+            print(f"[{self.name}] metrics skipped: {type(exc).__name__}: {exc}", flush=True)
+            return {}
+        finally:
+            self.stylizer.cache_hits, self.stylizer.cache_misses = counters
 
     def _read_image(self, uri: str) -> torch.Tensor:
         data = read_bytes(uri, self.config.storage_options)

@@ -110,6 +110,16 @@ def test_corrupt_image_fails_once_with_a_clear_error_and_is_retried_only_on_requ
     assert {s.last_error_kind for s in failed.values()} == {"bad_input"}
     messages = " | ".join(s.last_error_message or "" for s in failed.values())
     assert "corrupt.png" in messages and "missing.png" in messages
+    # Done rows carry their quality metrics (docs/metrics.md); failed rows have none.
+    for record in read_ledger(OutputLayout(out)).to_pylist():
+        if record["status"] == "done":
+            assert -1.0 <= record["metric_ssim"] <= 1.0
+            assert record["metric_content_dist"] >= 0 and record["metric_gram_err"] >= 0
+            assert 0.0 <= record["metric_clipped"] <= 1.0
+            per_layer = json.loads(record["metrics"])
+            assert {f"gram_err_{layer}" for layer in PARAMS.style_layers} <= set(per_layer)
+        else:
+            assert record["metric_ssim"] is None and record["metrics"] is None
     again = run(manifest, out, max_attempts=3)
     assert (again.planned, again.not_retried, again.already_done) == (0, 2, 3)
     forced = run(manifest, out, retry_failed=True)
