@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, enum_of, format_field
-from pipeline.ledger import LEDGER_SCHEMA, RowState, part_paths, row_states
+from pipeline.ledger import RowState, read_ledger, row_states
 from pipeline.outputs import OutputLayout
 from pipeline.run import read_run_json
 from pipeline.status import collect_status
@@ -69,37 +69,8 @@ class ReportData:
 
 # --------------------------------------------------------------------------------------------- ledger
 def read_ledger_table(out: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """Every ledger record with the standard columns plus any metric columns (kept even when later parts lack them).
-
-    `pipeline.ledger.read_ledger` selects the fixed schema; metrics are extra columns, read here alongside.
-    """
-    layout = OutputLayout(out)
-    paths = part_paths(layout, storage_options)
-    if not paths:
-        return LEDGER_SCHEMA.empty_table()
-    fs, _ = filesystem(layout.ledger_dir(), storage_options)
-
-    def read(path: str) -> pa.Table:
-        with fs.open(path, "rb") as fh:
-            table = pq.read_table(fh)
-        base = table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
-        for name in table.column_names:
-            if name.startswith(METRIC_PREFIX):
-                base = base.append_column(name, table.column(name).cast(pa.float64()))
-            elif name == METRICS_JSON_COLUMN:
-                base = base.append_column(name, table.column(name).cast(pa.string()))
-        return base
-
-    with ThreadPoolExecutor(IO_THREADS) as pool:
-        tables = list(pool.map(read, paths))
-    merged = pa.concat_tables(tables, promote_options="default")
-    seen: set[str] = set()
-    keep = []
-    for i, rid in enumerate(merged.column("record_id").to_pylist()):
-        if rid not in seen:
-            seen.add(rid)
-            keep.append(i)
-    return merged.take(pa.array(keep, type=pa.int64())) if len(keep) != merged.num_rows else merged
+    """Every ledger record, metric columns included (the ledger's own reader: one definition of a record)."""
+    return read_ledger(OutputLayout(out), storage_options)
 
 
 def record_metrics(record: Mapping[str, Any]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nst_core.params import DEFAULT_STYLE_LAYERS
 from pipeline.ledger import read_ledger
 from pipeline.outputs import OutputLayout
 from pipeline.report import build_report, link_base
@@ -36,9 +37,10 @@ def test_rows_failures_curves_and_sweep_parameters(small_run: dict[str, Any]) ->
     assert params["sweep"] == {"style_weight": "1000.0"}
     assert params["c0s0"] == {}
     assert data.defaults["style_weight"] == "1000000.0"
-    # No worker writes metrics yet in this run: none are invented.
-    assert not [k for k in data.numeric if k not in ("loss_total", "loss_content", "loss_style", "loss_tv",
-                                                     "seconds", "steps_run")]
+    # The workers' metrics are offered for sorting, headline ones first; failed rows have none.
+    assert data.numeric[:5] == ["content_dist", "gram_err", "ssim", "colour_dist_style", "clipped"]
+    assert {f"gram_err_{layer}" for layer in DEFAULT_STYLE_LAYERS} <= set(data.numeric)
+    assert all("ssim" in r["values"] for r in done) and "ssim" not in bad["values"]
     assert data.workers and sum(w["rows"] for w in data.workers) == 5
     assert data.status["done"] == 5 and data.status["failed"] == 1
 
