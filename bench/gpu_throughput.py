@@ -149,10 +149,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--warmup-steps", type=int, default=3, help="steps of the untimed call per configuration")
     ap.add_argument("--compile", action="store_true", help="Stylizer(compile=True): torch.compile the step")
     ap.add_argument("--compile-mode", default=None, help='torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)')
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: plumbing only)")
     ap.add_argument("--device", default="auto", help="auto (cuda if present), cuda, cuda:N or cpu")
     ap.add_argument("--weights", default="random:0", help="VGG19 weights: random:SEED or a local file")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON object to this file")
+    ap.add_argument(
+        "--baseline", type=Path, default=None,
+        help="JSON of an earlier fp32 run (same device, size, steps, weights) for the loss difference when "
+        "this run has no fp32 rows",
+    )
     args = ap.parse_args(argv)
     if args.reference_steps < 2:
         ap.error("--reference-steps must be >= 2 (time is measured between iterations)")
@@ -191,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     for precision in precisions:
-        stylizer = Stylizer(vgg, device, compile=args.compile, compile_mode=args.compile_mode)
+        stylizer = Stylizer(
+            vgg, device, compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode
+        )
         for batch in batches:
             params = base_params.replace(precision=precision)
             row: dict[str, Any] = {"batch": batch, "precision": precision.value}
@@ -208,8 +216,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if reference is not None:
                 row["speedup_vs_reference"] = row["images_per_hour"] / reference["images_per_hour"]
             rows.append(row)
+    baseline_rows = [r for r in rows if r["precision"] == "fp32" and "finals" in r]
+    if args.baseline is not None and not baseline_rows:
+        earlier = json.loads(args.baseline.read_text())
+        same = ("size", "steps", "weights", "device")
+        if any(earlier[k] != v for k, v in zip(same, (args.size, args.steps, args.weights, device_name(device)), strict=True)):
+            ap.error(f"--baseline {args.baseline} was measured with other {', '.join(same)}")
+        baseline_rows = [r for r in earlier["rows"] if r["precision"] == "fp32" and "finals" in r]
     for row in rows:  # final-loss difference against the fp32 row of the same batch
-        fp32 = next((r for r in rows if r["batch"] == row["batch"] and r["precision"] == "fp32" and "finals" in r), None)
+        fp32 = next((r for r in baseline_rows if r["batch"] == row["batch"]), None)
         if fp32 is not None and "finals" in row:
             row["final_loss_diff_pct_vs_fp32"] = 100 * max(
                 abs(a - b) / abs(b) for a, b in zip(row["finals"], fp32["finals"], strict=True)
@@ -249,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weights": args.weights,
         "compile": args.compile,
         "compile_mode": args.compile_mode,
+        "compile_backend": args.compile_backend if args.compile else None,
+        "loss_baseline": "this run" if args.baseline is None or any(r["precision"] == "fp32" for r in rows) else str(args.baseline),
         "flop_per_image_iteration": analytic,
         "flop_counter_per_image_iteration": counted,
         "flop_counter_ratio": counted / analytic["total"],

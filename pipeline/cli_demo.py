@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from nst_core.params import StyleParams
+from pipeline.cli_run import print_summary
 from pipeline.run import run_manifest
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -93,6 +94,10 @@ def demo_command(
         num_workers=workers,
         progress=True,
     )
-    console.print(f"images: {root / 'run' / 'images'}   status: nst status {root / 'run'}")
+    print_summary(summary)
+    console.print(
+        f"images: {root / 'run' / 'images'}\nstatus: nst status {root / 'run'}\n"
+        f"report: nst report {root / 'run'}   (writes {root / 'run' / 'report.html'})"
+    )
     if summary.failed:
         raise typer.Exit(1)

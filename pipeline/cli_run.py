@@ -92,9 +92,7 @@ def run_command(
     if json_summary:
         typer.echo(json.dumps(summary.to_dict(), default=str, sort_keys=True))
     else:
-        if summary.note:
-            console.print(f"[yellow]note:[/] {summary.note}")
-        console.print(summary_table(summary))
+        print_summary(summary)
     if summary.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if summary.aborted:
@@ -102,6 +100,13 @@ def run_command(
         raise typer.Exit(1)
     if summary.failed or summary.not_retried:
         raise typer.Exit(EXIT_ROWS_FAILED)
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The run's closing note and summary table (also printed by `nst demo`)."""
+    if summary.note:
+        console.print(f"[yellow]note:[/] {summary.note}")
+    console.print(summary_table(summary))
 
 
 def status_command(
