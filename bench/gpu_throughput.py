@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON object to this file")
     ap.add_argument(
-        "--baseline", type=Path, default=None,
+        "--baseline", type=Path, action="append", default=None,
         help="JSON of an earlier fp32 run (same device, size, steps, weights) for the loss difference when "
-        "this run has no fp32 rows",
+        "this run has no fp32 rows; may be repeated",
     )
     args = ap.parse_args(argv)
     if args.reference_steps < 2:
@@ -217,12 +217,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["speedup_vs_reference"] = row["images_per_hour"] / reference["images_per_hour"]
             rows.append(row)
     baseline_rows = [r for r in rows if r["precision"] == "fp32" and "finals" in r]
-    if args.baseline is not None and not baseline_rows:
-        earlier = json.loads(args.baseline.read_text())
-        same = ("size", "steps", "weights", "device")
-        if any(earlier[k] != v for k, v in zip(same, (args.size, args.steps, args.weights, device_name(device)), strict=True)):
-            ap.error(f"--baseline {args.baseline} was measured with other {', '.join(same)}")
-        baseline_rows = [r for r in earlier["rows"] if r["precision"] == "fp32" and "finals" in r]
+    if args.baseline and not baseline_rows:
+        for path in args.baseline:
+            earlier = json.loads(path.read_text())
+            same = ("size", "steps", "weights", "device")
+            if any(earlier[k] != v for k, v in zip(same, (args.size, args.steps, args.weights, device_name(device)), strict=True)):
+                ap.error(f"--baseline {path} was measured with other {', '.join(same)}")
+            baseline_rows += [r for r in earlier["rows"] if r["precision"] == "fp32" and "finals" in r]
     for row in rows:  # final-loss difference against the fp32 row of the same batch
         fp32 = next((r for r in baseline_rows if r["batch"] == row["batch"]), None)
         if fp32 is not None and "finals" in row:
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "compile": args.compile,
         "compile_mode": args.compile_mode,
         "compile_backend": args.compile_backend if args.compile else None,
-        "loss_baseline": "this run" if args.baseline is None or any(r["precision"] == "fp32" for r in rows) else str(args.baseline),
+        "loss_baseline": "this run" if not args.baseline or any(r["precision"] == "fp32" for r in rows) else [str(b) for b in args.baseline],
         "flop_per_image_iteration": analytic,
         "flop_counter_per_image_iteration": counted,
         "flop_counter_ratio": counted / analytic["total"],

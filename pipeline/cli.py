@@ -61,9 +61,10 @@ def format_error(exc: BaseException) -> str:
     """Our own errors carry complete messages; anything else is prefixed by its type for searchability."""
     from nst_core.images import ImageError
     from nst_core.vgg import WeightsError
+    from pipeline.run import RunError
     from pipeline.storage import InputMissing, StorageError
 
-    if isinstance(exc, (ImageError, WeightsError, StorageError, InputMissing, ValueError)):
+    if isinstance(exc, (ImageError, WeightsError, StorageError, InputMissing, ValueError, RunError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
 

@@ -17,9 +17,10 @@ from rich.console import Console
 from nst_core.params import Arch, StyleParams
 from pipeline.options import ArchOpt, StorageOptionOpt, WeightsOpt, WeightsSha256Opt, with_style_params
 from pipeline.progress import summary_table
-from pipeline.run import RunError, RunSummary, run_manifest
+from pipeline.run import DEFAULT_MAX_ROWS, RunError, RunSummary, run_manifest
 from pipeline.status import collect_status, render_status
 from pipeline.storage import parse_storage_options
+from pipeline.tasks import DEFAULT_MAX_PIXELS, STORAGE_TIMEOUT_S
 
 __all__ = ["EXIT_ROWS_FAILED", "RunError", "RunSummary", "run_command", "run_manifest", "status_command"]
 
@@ -59,6 +60,23 @@ def run_command(
     weights_sha256: WeightsSha256Opt = None,
     arch: ArchOpt = Arch.vgg19,
     storage_option: StorageOptionOpt = None,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            "--max-pixels", min=1, help="Largest input image (width x height) decoded; bigger ones fail their row."
+        ),
+    ] = DEFAULT_MAX_PIXELS,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Refuse manifests with more rows than this.")
+    ] = DEFAULT_MAX_ROWS,
+    storage_timeout: Annotated[
+        float,
+        typer.Option(
+            "--storage-timeout",
+            min=0.001,
+            help="Seconds storage may stay unreachable (rows wait, keeping their attempts) before the run stops.",
+        ),
+    ] = STORAGE_TIMEOUT_S,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
     json_summary: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
@@ -88,6 +106,9 @@ def run_command(
         storage_options=parse_storage_options(storage_option),
         num_workers=workers,
         progress=progress,
+        max_pixels=max_pixels,
+        max_rows=max_rows,
+        storage_timeout=storage_timeout,
     )
     if json_summary:
         typer.echo(json.dumps(summary.to_dict(), default=str, sort_keys=True))

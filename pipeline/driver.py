@@ -3,7 +3,9 @@
 Called by `run_manifest`. One loop over `ray.wait` (never ActorPool, which drops failed work): each actor
 holds up to two calls (one optimising, one loading), a style's rows go to the actor that already holds its
 targets, failed rows come back with backoff until `max_attempts`, a dead actor's rows are rescheduled and
-the actor is probed until its restart completes, and an out-of-memory batch is split in half.
+the actor is probed until its restart completes, and an out-of-memory batch is split in half. A storage
+failure while the store itself does not answer is an outage, not the row's fault: dispatching pauses, the
+row keeps its attempt count, and the run stops once the outage outlasts `storage_timeout`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from nst_core.params import StyleParams
 from pipeline.ledger import ErrorKind, LedgerRecord, RowStatus, write_part
 from pipeline.outputs import OutputLayout, batch_id_for
-from pipeline.storage import mask_text
-from pipeline.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask, style_key
+from pipeline.storage import (
+    describe_storage_error,
+    filesystem,
+    is_local,
+    is_storage_error,
+    mask_text,
+    unreachable,
+)
+from pipeline.tasks import STORAGE_TIMEOUT_S, BatchOutcome, BatchSpec, RowOutcome, RowTask, style_key
 
 SLOTS_PER_WORKER = 2
 """Calls in flight per actor: one optimising while the next one reads and decodes its images."""
@@ -34,6 +43,8 @@ BACKOFF_CAP_S = 30.0
 PING_INTERVAL_S = 2.0
 NO_WORKER_TIMEOUT_S = 600.0
 """Give up when no actor has answered for this long (e.g. every GPU node is gone)."""
+OUTAGE_PAUSE_CAP_S = 10.0
+PROBE_TTL_S = 1.0
 
 GroupKey = tuple[str, StyleParams]
 
@@ -75,6 +86,10 @@ class DriverStats:
     interrupted: bool = False
     aborted: str | None = None
     failures_by_kind: dict[str, int] = field(default_factory=dict)
+    storage_outages: int = 0
+    """Episodes in which a storage failure came with a store that did not answer."""
+    outage_requeues: int = 0
+    """Rows sent back to the queue during an outage without spending an attempt."""
 
 
 class Driver:
@@ -90,6 +105,7 @@ class Driver:
         storage_options: dict[str, Any] | None,
         style_cache_size: int,
         on_event: Callable[[Driver], None] | None = None,
+        storage_timeout: float = STORAGE_TIMEOUT_S,
     ) -> None:
         self.workers = [
             WorkerSlot(
@@ -118,6 +134,12 @@ class Driver:
         self.started = time.monotonic()
         self.parts_written = 0
         self.ledger_write_failures = 0
+        self.storage_timeout = storage_timeout
+        self.outage_since: float | None = None
+        self.outage_error: str | None = None
+        self.ledger_down_since: float | None = None
+        self.pause_until = 0.0
+        self._probes: dict[str, tuple[float, str | None]] = {}
 
     # -- queue ----------------------------------------------------------------------------------------
 
@@ -143,6 +165,8 @@ class Driver:
         last_answer = time.monotonic()
         try:
             while True:
+                if self._storage_gave_up():
+                    break
                 self._release_delayed()
                 self._probe_workers()
                 self._fill_slots()
@@ -191,6 +215,8 @@ class Driver:
             self._enqueue(task, front=True)
 
     def _fill_slots(self) -> None:
+        if time.monotonic() < self.pause_until:
+            return  # a storage outage: sending work now would only fail it again
         for index, worker in enumerate(self.workers):
             while worker.alive and worker.in_flight < SLOTS_PER_WORKER:
                 spec = self._next_batch(worker)
@@ -274,6 +300,7 @@ class Driver:
         for row in outcome.rows:
             task = by_id[row.row_id]
             if row.ok:
+                self._outage_over()
                 self.stats.done += 1
                 worker.rows_done += 1
                 self.buffer.append(self._record(task, row, outcome, spec))
@@ -323,6 +350,11 @@ class Driver:
         outcome: BatchOutcome | None,
         spec: BatchSpec | None,
     ) -> None:
+        if kind is ErrorKind.storage:
+            reason = self._store_down(task)
+            if reason is not None:
+                self._hold_for_outage(task, reason)
+                return
         record = self._record(task, row, outcome, spec, kind=kind, message=message)
         self.buffer.append(record)
         self.stats.failures_by_kind[kind.value] = self.stats.failures_by_kind.get(kind.value, 0) + 1
@@ -333,6 +365,62 @@ class Driver:
             heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), retry))
         else:
             self.stats.failed += 1
+
+    # -- storage outages ------------------------------------------------------------------------------
+
+    def _store_down(self, task: RowTask) -> str | None:
+        """Why the store behind the output or this row's inputs does not answer; None if every one does.
+
+        Local folders are never treated as down: a local I/O error (disk full, bad sector) counts an attempt.
+        """
+        now = time.monotonic()
+        for uri in (self.layout.root, task.content_uri, task.style_uri):
+            if is_local(uri):
+                continue
+            key = self._store_key(uri)
+            cached = self._probes.get(key)
+            if cached is None or now - cached[0] > PROBE_TTL_S:
+                cached = (now, unreachable(uri, self.storage_options))
+                self._probes[key] = cached
+            if cached[1] is not None:
+                return cached[1]
+        self._outage_over()
+        return None
+
+    def _store_key(self, uri: str) -> str:
+        try:
+            fs, path = filesystem(uri, self.storage_options)
+        except Exception:  # noqa: BLE001 - an unopenable URI is probed (and fails) on its own
+            return uri
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        return f"{protocol}://{path.split('/', 1)[0]}"
+
+    def _hold_for_outage(self, task: RowTask, reason: str) -> None:
+        """Requeue the row with its attempt unchanged and pause dispatching; backoff grows with the outage."""
+        now = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = now
+            self.stats.storage_outages += 1
+        self.outage_error = reason
+        self.stats.outage_requeues += 1
+        pause = min(OUTAGE_PAUSE_CAP_S, max(BACKOFF_BASE_S, (now - self.outage_since) / 2))
+        self.pause_until = max(self.pause_until, now + pause)
+        heapq.heappush(self.delayed, (now + pause, next(self._seq), task))
+
+    def _outage_over(self) -> None:
+        self.outage_since = None
+        self.outage_error = None
+
+    def _storage_gave_up(self) -> bool:
+        now = time.monotonic()
+        for since in (self.outage_since, self.ledger_down_since):
+            if since is not None and now - since > self.storage_timeout:
+                self.stats.aborted = (
+                    f"storage unreachable for {now - since:.0f} s (--storage-timeout {self.storage_timeout:g}): "
+                    f"{self.outage_error or 'no answer'}"
+                )
+                return True
+        return False
 
     def _record(
         self,
@@ -358,7 +446,11 @@ class Driver:
             status=RowStatus.done if kind is None else RowStatus.failed,
             attempt=task.attempt,
             error_kind=kind,
-            error_message=mask_text(message, self.storage_options) if message else None,
+            error_message=mask_text(
+                message, self.storage_options, (task.content_uri, task.style_uri, task.output_uri)
+            )
+            if message
+            else None,
             started_at=started,
             finished_at=finished,
             seconds=(finished - started).total_seconds() if started is not None else None,
@@ -387,15 +479,23 @@ class Driver:
         """
         if not self.buffer:
             return
+        if not final and self.ledger_down_since is not None and time.monotonic() < self.pause_until:
+            return  # the ledger's store is down: retry after the pause instead of on every loop turn
         records, self.buffer = self.buffer, []
         try:
             write_part(self.layout, records, self.storage_options)
-        except Exception:
+        except Exception as exc:
             self.buffer = records + self.buffer
             self.ledger_write_failures += 1
+            if is_storage_error(exc):
+                if self.ledger_down_since is None:
+                    self.ledger_down_since = time.monotonic()
+                self.outage_error = describe_storage_error(exc, self.storage_options)
+                self.pause_until = max(self.pause_until, time.monotonic() + BACKOFF_BASE_S)
             if final:
                 raise
             return
+        self.ledger_down_since = None
         self.parts_written += 1
 
     # -- figures --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.storage import filesystem, mask_text, write_bytes_atomic
+from pipeline.storage import filesystem, mask_text, mask_uri, write_bytes_atomic
 
 
 class RowStatus(str, Enum):
@@ -98,6 +98,8 @@ LEDGER_SCHEMA = pa.schema(
 """`metadata` holds the manifest row's user columns as a JSON object string (schema-stable across parts).
 The headline quality metrics (docs/metrics.md) have their own `metric_*` columns for sorting and filtering;
 `metrics` holds all of them, per-layer Gram errors included, as a JSON object string."""
+URI_COLUMNS = frozenset({"content_uri", "style_uri", "output_uri", "curve_uri"})
+"""Recorded with `user:password@` masked (the row id, not these, identifies the row)."""
 METRIC_COLUMNS = tuple(name for name in LEDGER_SCHEMA.names if name.startswith("metric_"))
 
 
@@ -147,7 +149,11 @@ class LedgerRecord:
                 finite = {k: v for k, v in value.items() if math.isfinite(v)}
                 value = json.dumps(finite, sort_keys=True) if finite else None
             if name == "error_message" and value is not None:
-                value = mask_text(value, storage_options)
+                value = mask_text(
+                    value, storage_options, (self.content_uri or "", self.style_uri or "", self.output_uri or "")
+                )
+            if name in URI_COLUMNS and value is not None:
+                value = mask_uri(value)
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
             row[name] = value

@@ -111,6 +111,25 @@ def check_inside(root: str, uri: str) -> None:
         raise OutputNameError(f"output {mask_uri(uri)} resolves outside the output folder (symlink?)")
 
 
+def check_layout_inside(root: str) -> None:
+    """Refuse to start when a folder or file of the layout (images/, curves/, _ledger/, run.json) is a
+    symlink leading outside the output folder: every write and every cleanup sweep would follow it."""
+    if not is_local(root):
+        return
+    base = root.removeprefix("file://").rstrip("/") or "/"
+    root_real = os.path.realpath(base)
+    for name in (IMAGES_DIR, CURVES_DIR, LEDGER_DIR, RUN_JSON):
+        path = os.path.join(base, name)
+        if not os.path.lexists(path):
+            continue
+        real = os.path.realpath(path)
+        if real != root_real and not real.startswith(root_real + os.sep):
+            raise OutputNameError(
+                f"{mask_uri(path)} leads outside the output folder (to {real}); refusing to write through "
+                "it: remove the link or choose another --out"
+            )
+
+
 def list_files(uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Paths (protocol-less, as the filesystem reports them) of every file below `uri`; empty if absent."""
     fs, path = filesystem(uri, storage_options)

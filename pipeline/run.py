@@ -30,13 +30,16 @@ from pipeline.outputs import (
     CURVES_DIR,
     OutputLayout,
     OutputNameError,
+    check_layout_inside,
     image_format,
     list_files,
     sweep_temporary,
 )
 from pipeline.storage import (
     StorageError,
+    describe_storage_error,
     filesystem,
+    is_storage_error,
     join,
     known_protocol,
     mask_options,
@@ -44,11 +47,15 @@ from pipeline.storage import (
     mask_uri,
     protocol_of,
     read_bytes,
+    storage_errors,
     write_bytes_atomic,
 )
-from pipeline.tasks import RowTask, WorkerConfig
+from pipeline.tasks import DEFAULT_MAX_PIXELS, STORAGE_TIMEOUT_S, RowTask, WorkerConfig
 
 STYLE_CACHE_SIZE = 32
+DEFAULT_MAX_ROWS = 10_000_000
+"""`--max-rows`: the driver keeps one small task per planned row in memory (~1 KB each), so a manifest
+far beyond this is more likely a mistake (a cross join) than a run; split it or raise the limit."""
 
 
 class RunError(RuntimeError):
@@ -80,6 +87,8 @@ class RunSummary:
     aborted: str | None = None
     oom_splits: int = 0
     worker_losses: int = 0
+    storage_outages: int = 0
+    """Episodes in which storage did not answer; their rows were held back without spending attempts."""
     note: str | None = None
 
     @property
@@ -230,10 +239,11 @@ def sweep_orphan_curves(
     """
     directory = join(layout.root, CURVES_DIR)
     fs, _ = filesystem(directory, storage_options)
-    refs = {filesystem(u, storage_options)[1] for u in referenced}
+    # By file name (a batch id): the ledger records URIs with any `user:password@` masked.
+    refs = {u.rsplit("/", 1)[-1] for u in referenced}
     removed = 0
     for path in list_files(directory, storage_options):
-        if path.endswith(".parquet") and path not in refs:
+        if path.endswith(".parquet") and path.rsplit("/", 1)[-1] not in refs:
             fs.rm_file(path)
             removed += 1
     return removed
@@ -282,6 +292,9 @@ def run_manifest(
     storage_options: dict[str, Any] | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    storage_timeout: float = STORAGE_TIMEOUT_S,
 ) -> RunSummary:
     """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
     import ray
@@ -300,6 +313,10 @@ def run_manifest(
 
     if max_attempts < 1:
         raise ValueError(f"--max-attempts must be >= 1, got {max_attempts}")
+    if max_pixels < 1 or max_rows < 1:
+        raise ValueError(f"--max-pixels and --max-rows must be >= 1, got {max_pixels} and {max_rows}")
+    if not storage_timeout > 0:
+        raise ValueError(f"--storage-timeout must be > 0 seconds, got {storage_timeout}")
     fixed_batch = _parse_batch_size(batch_size)
     if num_workers is not None and num_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {num_workers}")
@@ -313,9 +330,12 @@ def run_manifest(
     started_wall = time.time()
     started_at = utcnow()
 
-    sweep_temporary(out)
-    table = read_ledger(layout, options)
-    states = row_states(table)
+    check_layout_inside(out)  # before any sweep or write could follow a symlink out of --out
+    _check_row_count(manifest, max_rows, options)
+    with storage_errors(f"reading {mask_uri(out)}", options):
+        sweep_temporary(out)
+        table = read_ledger(layout, options)
+        states = row_states(table)
     plan = plan_rows(
         manifest,
         params,
@@ -326,10 +346,10 @@ def run_manifest(
         retry_failed=retry_failed,
         storage_options=options,
     )
-    write_part(layout, plan.records, options)
-    sweep_orphan_curves(layout, referenced_curves(table), options)
-
-    previous = read_run_json(layout, options) or {}
+    with storage_errors(f"writing {mask_uri(out)}", options):
+        write_part(layout, plan.records, options)
+        sweep_orphan_curves(layout, referenced_curves(table), options)
+        previous = read_run_json(layout, options) or {}
     history = list(previous.get("history", []))
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -344,6 +364,9 @@ def run_manifest(
         "batch_size": batch_size,
         "max_attempts": max_attempts,
         "retry_failed": retry_failed,
+        "max_pixels": max_pixels,
+        "max_rows": max_rows,
+        "storage_timeout": storage_timeout,
         "storage_options": mask_options(options),
         "versions": package_versions(),
         "history": history,
@@ -368,10 +391,12 @@ def run_manifest(
     )
     if not plan.tasks:
         summary.seconds = time.time() - started_wall
-        _finish_record(record, summary, layout, options, history)
+        with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
+            _finish_record(record, summary, layout, options, history)
         return summary
 
-    write_run_json(layout, record, options)
+    with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
+        write_run_json(layout, record, options)
     with ray_session(address) as info:
         check_uris_reachable(
             [out]
@@ -393,6 +418,7 @@ def run_manifest(
             storage_options=options,
             out=out,
             target_cache_size=STYLE_CACHE_SIZE,
+            max_pixels=max_pixels,
         )
         actors = create_workers(worker_plan, config, run_id)
         try:
@@ -424,10 +450,22 @@ def run_manifest(
                 storage_options=options,
                 style_cache_size=STYLE_CACHE_SIZE,
                 on_event=display.update,
+                storage_timeout=storage_timeout,
             )
             driver.add(plan.tasks)
-            with display:
-                stats = driver.run()
+            try:
+                with display:
+                    stats = driver.run()
+            except StorageError:
+                raise
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    raise
+                raise StorageError(
+                    f"storage unreachable writing the ledger {mask_uri(layout.ledger_dir())}: "
+                    f"{describe_storage_error(exc, options)}; {len(driver.buffer)} finished row(s) are not "
+                    "recorded and will be recomputed by the next run"
+                ) from None
         finally:
             kill_workers(actors)
     summary.done = stats.done
@@ -438,6 +476,7 @@ def run_manifest(
     summary.aborted = stats.aborted
     summary.oom_splits = stats.oom_splits
     summary.worker_losses = stats.worker_losses
+    summary.storage_outages = stats.storage_outages
     for kind, n in stats.failures_by_kind.items():
         summary.failures_by_kind[kind] = summary.failures_by_kind.get(kind, 0) + n
     summary.cache_hits, summary.cache_misses = driver.cache_counts()
@@ -445,10 +484,28 @@ def run_manifest(
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
     try:
         compact(layout, options)
-    except (OSError, StorageError):
-        pass  # compaction is an optimisation; the parts are intact
-    _finish_record(record, summary, layout, options, history)
+    except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the parts are intact
+        if not is_storage_error(exc):
+            raise
+    with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
+        _finish_record(record, summary, layout, options, history)
     return summary
+
+
+def _check_row_count(manifest: str, max_rows: int, options: Mapping[str, Any] | None) -> None:
+    """Refuse a manifest larger than --max-rows from its footer alone, before reading any row."""
+    from jobs import ManifestError
+    from jobs.reader import manifest_layout
+
+    try:
+        _, rows = manifest_layout(manifest, options)
+    except ManifestError:
+        return  # unreadable: plan_rows reports it with its own message
+    if rows > max_rows:
+        raise RunError(
+            f"manifest {mask_uri(manifest)} has {rows} rows, more than --max-rows {max_rows}; "
+            "split it into several runs or raise --max-rows"
+        )
 
 
 def _finish_record(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -30,6 +31,83 @@ class StorageError(RuntimeError):
 
 class InputMissing(FileNotFoundError):
     """An input file that does not exist (permanent for this row: retrying will not help)."""
+
+
+_NETWORK_PACKAGES = frozenset(
+    {"botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "s3fs", "gcsfs", "adlfs", "google", "azure"}
+)
+"""Packages whose network exceptions mean "the store did not answer" (connection refused, timeout)."""
+_NETWORK_NAMES = (
+    "Connect",
+    "Timeout",
+    "Endpoint",
+    "Disconnect",
+    "HTTPClientError",
+    "IncompleteRead",
+    "Payload",
+    "ResponseParser",
+    "ProtocolError",
+)
+"""Class-name parts of those packages' network failures; their other errors (botocore's
+ParamValidationError for a malformed bucket name, NoCredentialsError) are not transient."""
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether an exception is an I/O failure talking to storage (worth retrying), not a bad input.
+
+    Object-store clients raise their own types for network failures (botocore's EndpointConnectionError
+    is not an OSError), so the exception's package counts as much as its class.
+    """
+    if isinstance(exc, InputMissing):
+        return False
+    if isinstance(exc, (StorageError, OSError, TimeoutError)):
+        return True
+    mro = type(exc).__mro__
+    from_client = any((getattr(c, "__module__", "") or "").split(".", 1)[0] in _NETWORK_PACKAGES for c in mro)
+    return from_client and any(part in c.__name__ for c in mro for part in _NETWORK_NAMES)
+
+
+def describe_storage_error(exc: BaseException, options: Mapping[str, Any] | None = None) -> str:
+    """`Type: message` with URIs and secret values masked, on one line."""
+    text = " ".join((str(exc) or "").split())
+    if not isinstance(exc, StorageError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return mask_text(text, options)
+
+
+@contextmanager
+def storage_errors(what: str, options: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Turn a store that does not answer (a client's own exception type) into one masked StorageError line.
+
+    Answers that name a path (not found, permission denied, is a directory) pass through unchanged.
+    """
+    try:
+        yield
+    except (StorageError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+        raise
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        raise StorageError(f"storage unreachable {what}: {describe_storage_error(exc, options)}") from None
+
+
+def unreachable(uri: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """None when the store behind `uri` answers (a missing path is an answer); else why it does not.
+
+    One metadata call, used by the driver after a storage failure to tell a store outage (pause, keep the
+    row's attempts) from a failure of one object (count an attempt).
+    """
+    try:
+        fs, path = filesystem(uri, storage_options)
+        fs.invalidate_cache()
+        fs.info(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - only a network failure is an outage
+        if isinstance(exc, (InputMissing, PermissionError, IsADirectoryError, NotADirectoryError)):
+            return None
+        return describe_storage_error(exc, storage_options) if is_storage_error(exc) else None
+    return None
 
 
 def protocol_of(uri: str) -> str:
@@ -139,8 +217,14 @@ def mask_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def mask_text(text: str, options: Mapping[str, Any] | None = None) -> str:
-    """Mask URIs in free text (error messages) and any literal secret value from the storage options."""
+def mask_text(text: str, options: Mapping[str, Any] | None = None, uris: tuple[str, ...] = ()) -> str:
+    """Mask URIs in free text (error messages), any literal secret value from the storage options, and the
+    `user:password` of the given URIs wherever it appears without its scheme (client libraries quote the
+    bucket part of `s3://user:password@bucket/…` on its own)."""
+    for uri in uris:
+        match = _URI_USERINFO.match(uri or "")
+        if match and len(match.group(2)) >= 4:
+            text = text.replace(match.group(2), "***")
     text = re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", lambda m: mask_uri(m.group(0)), text)
     for key, value in _flatten(options or {}):
         if _SECRET_KEY.search(key) and isinstance(value, str) and len(value) >= 4:

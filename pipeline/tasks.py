@@ -11,6 +11,12 @@ from typing import Any
 
 from nst_core.params import StyleParams
 
+DEFAULT_MAX_PIXELS = 89_478_485
+"""nst_core.images.DEFAULT_MAX_PIXELS (PIL's own bomb limit), restated so this module stays torch-free;
+tests/hardening checks that the two agree."""
+STORAGE_TIMEOUT_S = 300.0
+"""`--storage-timeout` default: how long storage may stay unreachable before a run stops."""
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -24,6 +30,8 @@ class WorkerConfig:
     target_cache_size: int = 32
     style_image_cache_size: int = 16
     io_threads: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Largest image (width x height) a worker decodes; bigger ones fail their row (decompression bombs)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ call reads and decodes its images, and the previous one encodes and uploads its 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from nst_core.engine import ImageResult, Stylizer
-from nst_core.images import ImageError, decode_image, encode_image, resize_to
+from nst_core.images import ImageError, decode_image, encode_image, resize_to, resized_shape
 from nst_core.metrics import row_metrics
 from nst_core.params import StyleParams
 from nst_core.targets import Style, needs_content
@@ -28,7 +29,14 @@ from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_byt
 from pipeline.curves import curves_table, parquet_bytes
 from pipeline.ledger import ErrorKind, utcnow
 from pipeline.outputs import OutputNameError, check_inside
-from pipeline.storage import InputMissing, StorageError, mask_text, read_bytes, write_bytes_atomic
+from pipeline.storage import (
+    InputMissing,
+    StorageError,
+    is_storage_error,
+    mask_text,
+    read_bytes,
+    write_bytes_atomic,
+)
 from pipeline.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask, WorkerConfig
 
 
@@ -62,9 +70,39 @@ def classify_read_error(exc: BaseException) -> ErrorKind:
     """Bad input is the row's fault (not retried); an I/O failure may pass (retried)."""
     if isinstance(exc, (InputMissing, ImageError, OutputNameError)):
         return ErrorKind.bad_input
-    if isinstance(exc, (StorageError, OSError, TimeoutError)):
+    if is_storage_error(exc):
         return ErrorKind.storage
     return ErrorKind.internal
+
+
+_LAYER_BLOCK = re.compile(r"^(conv|relu|pool)(\d+)")
+
+
+def min_side(params: StyleParams) -> int:
+    """Smallest image side the VGG stack accepts for the layers in use: each 2x2 pooling halves it, so a
+    layer after k poolings needs 2**k pixels (relu5_1, after four, needs 16)."""
+    pools = 0
+    for layer in (*params.content_layers, *params.style_layers):
+        match = _LAYER_BLOCK.match(layer)
+        if match:
+            block = int(match.group(2))
+            pools = max(pools, block if match.group(1) == "pool" else block - 1)
+    return 2**pools
+
+
+def check_shape(image: torch.Tensor, long_side: int, need: int, label: str) -> None:
+    """Refuse, as bad input, an image so elongated that its resized short side is below `need` pixels.
+
+    Without this the optimisation fails inside VGG's pooling with a RuntimeError, which looks transient
+    and would be retried, and it would fail every other row optimised in the same batch.
+    """
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    rh, rw = resized_shape(h, w, long_side)
+    if min(rh, rw) < need:
+        raise ImageError(
+            f"{label}: {w}x{h} is too elongated: at a long side of {long_side} px its short side would be "
+            f"{min(rh, rw)} px, below the {need} px the VGG layers in use need; crop it or raise --size"
+        )
 
 
 def describe(exc: BaseException) -> str:
@@ -133,7 +171,9 @@ class StyleWorker:
                 started_at=started,
                 finished_at=utcnow(),
                 error_kind=kind.value,
-                error_message=mask_text(message, self.config.storage_options),
+                error_message=mask_text(
+                    message, self.config.storage_options, (task.content_uri, task.style_uri, task.output_uri)
+                ),
             )
 
         # 1. Read and decode (outside the device lock: overlaps the other call's optimisation).
@@ -143,12 +183,33 @@ class StyleWorker:
         except Exception as exc:  # noqa: BLE001 - every row of the batch shares this style
             for task in spec.rows:
                 fail(task, classify_read_error(exc), f"style {describe(exc)}")
+        if style_image is not None:
+            params = spec.rows[0].params
+            try:
+                smallest = min(side for side, _ in params.stages())
+                check_shape(
+                    style_image,
+                    max(1, round(smallest * params.style_scale)),
+                    min_side(params),
+                    f"style {mask_text(spec.rows[0].style_uri)}",
+                )
+            except ImageError as exc:
+                for task in spec.rows:
+                    fail(task, ErrorKind.bad_input, str(exc))
+                style_image = None
         contents: dict[str, torch.Tensor] = {}
         if style_image is not None:
             futures = {task.row_id: self._io.submit(self._read_image, task.content_uri) for task in spec.rows}
             for task in spec.rows:
                 try:
-                    contents[task.row_id] = futures[task.row_id].result()
+                    image = futures[task.row_id].result()
+                    check_shape(
+                        image,
+                        min(side for side, _ in task.params.stages()),
+                        min_side(task.params),
+                        mask_text(task.content_uri),
+                    )
+                    contents[task.row_id] = image
                 except Exception as exc:  # noqa: BLE001 - one bad row never stops the others
                     fail(task, classify_read_error(exc), f"content {describe(exc)}")
 
@@ -199,6 +260,7 @@ class StyleWorker:
                 fail(task, ErrorKind.storage, f"writing {describe(exc)}")
         if written:
             try:
+                check_inside(self.config.out, spec.curve_uri)
                 table = curves_table([t.row_id for t in written], [results[t.row_id].curve for t in written])
                 write_bytes_atomic(spec.curve_uri, parquet_bytes(table), self.config.storage_options)
             except Exception as exc:  # noqa: BLE001 - images are kept; the rows are redone (idempotent)
@@ -268,7 +330,7 @@ class StyleWorker:
 
     def _read_image(self, uri: str) -> torch.Tensor:
         data = read_bytes(uri, self.config.storage_options)
-        return decode_image(data, name=uri)
+        return decode_image(data, name=mask_text(uri), max_pixels=self.config.max_pixels)
 
     def _style_image(self, uri: str) -> torch.Tensor:
         with self._style_lock:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
-from collections.abc import Iterable, Sequence
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from pipeline.storage import filesystem
 
 WEIGHTS = "random:0"
 PARAMS = StyleParams(size=32, steps=6, log_every=2)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_images(
@@ -70,6 +76,104 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def local_ray_session(*, num_cpus: int = 2, num_gpus: int = 2, log_to_driver: bool = False) -> Iterator[None]:
+    """A local Ray on loopback with declared (fake) GPUs; one per test module, shut down afterwards."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        object_store_memory=128 * 2**20,
+        configure_logging=False,
+        log_to_driver=log_to_driver,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class MotoS3:
+    """A real S3 endpoint (moto's threaded server) on 127.0.0.1 that can be stopped and restarted on the
+    same port; the buckets live in this process, so they survive a restart."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server: Any = None
+        for key, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            os.environ.setdefault(key, value)
+        self.options: dict[str, Any] = {
+            "key": "testing",
+            "secret": "moto-secret-value",
+            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{self.port}"},
+        }
+
+    def start(self) -> MotoS3:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def start_driver(
+    manifest: str,
+    out: str,
+    *,
+    params: StyleParams = PARAMS,
+    batch_size: int = 2,
+    extra: Sequence[str] = (),
+    module: str = "pipeline.cli_run",
+    stdout: Any = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """`nst run` as its own process (`python -m pipeline.cli_run run …`), in its own session so that the
+    Ray processes it starts can be killed with it by process group (`kill_group`)."""
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--weights",
+        WEIGHTS,
+        "--size",
+        str(params.size),
+        "--steps",
+        str(params.steps),
+        "--log-every",
+        str(params.log_every),
+        "--batch-size",
+        str(batch_size),
+        "--no-progress",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO, start_new_session=True, stdout=stdout, stderr=subprocess.PIPE
+    )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of a driver's process group (its local Ray)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def check_output(

@@ -4,47 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_images, write_manifest
+from pipeline_checks import (
+    PARAMS,
+    WEIGHTS,
+    check_output,
+    grid_rows,
+    start_driver,
+    write_images,
+    write_manifest,
+)
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def start_driver(manifest: str, out: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.cli_run",
-        "run",
-        manifest,
-        "--out",
-        out,
-        "--weights",
-        WEIGHTS,
-        "--size",
-        str(PARAMS.size),
-        "--steps",
-        str(PARAMS.steps),
-        "--log-every",
-        str(PARAMS.log_every),
-        "--batch-size",
-        "2",
-        "--no-progress",
-    ]
-    # Own session, so the Ray processes this driver starts can be cleaned up by process group afterwards.
-    return subprocess.Popen(
-        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
 
 
 def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: Path) -> None:

@@ -1,0 +1,68 @@
+"""Run the real `nst` entry point (pipeline.cli.main: one-line errors, exit codes) inside the test process.
+
+Inside the process, `nst run` reuses the module's already started Ray instead of starting its own, so a run-level
+error case costs seconds, not a Ray start.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from nst_core.params import StyleParams
+
+FAST_S3 = {"connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 2}}
+"""botocore settings for tests: a dead endpoint answers within seconds instead of minutes."""
+
+
+def fast_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {**options, "config_kwargs": FAST_S3}
+
+
+def option_flags(options: dict[str, Any], prefix: str = "") -> list[str]:
+    """Storage options as repeated `--storage-option dotted.key=value` flags."""
+    import json
+
+    flags: list[str] = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flags += option_flags(value, f"{prefix}{key}.")
+        else:
+            flags += ["--storage-option", f"{prefix}{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return flags
+
+
+def run_args(manifest: str, out: str, params: StyleParams, *extra: str) -> list[str]:
+    return [
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--size",
+        str(params.size),
+        "--steps",
+        str(params.steps),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def nst(args: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `nst ARGS`."""
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["nst", *args])
+    code: Any = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    captured = capfd.readouterr()
+    return int(code or 0), captured.out, captured.err
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
