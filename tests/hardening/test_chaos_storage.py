@@ -13,14 +13,21 @@ from typing import Any
 import fsspec
 import pytest
 from cli_helpers import fast_options, last_line, option_flags
-from pipeline_checks import MotoS3, check_output, grid_rows, kill_group, start_driver, write_manifest
+from pipeline_checks import (
+    WEIGHTS,  # noqa: I001
+    MotoS3,
+    check_output,
+    grid_rows,
+    kill_group,
+    start_driver,
+    write_manifest,
+)
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
 from pipeline.ledger import part_paths, read_ledger, row_states
 from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
 from pipeline.run import run_manifest
-from pipeline_checks import WEIGHTS  # noqa: I001
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -100,7 +100,11 @@ def local_ray_session(*, num_cpus: int = 2, num_gpus: int = 2, log_to_driver: bo
 
 class MotoS3:
     """A real S3 endpoint (moto's threaded server) on 127.0.0.1 that can be stopped and restarted on the
-    same port; the buckets live in this process, so they survive a restart."""
+    same port; the buckets live in this process, so they survive a restart.
+
+    `stop()` is a real outage: moto's own stop leaves the listening socket open (new connections hang) and
+    keeps serving kept-alive connections, so here the socket is closed and every open connection cut.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -118,9 +122,7 @@ class MotoS3:
         }
 
     def start(self) -> MotoS3:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = _CuttableMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         return self
 
@@ -128,6 +130,63 @@ class MotoS3:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+def _cuttable_moto_server() -> type:
+    import threading
+
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):  # type: ignore[misc]
+        def _server_entry(self) -> None:
+            connections: set[Any] = set()
+            lock = threading.Lock()
+            self._connections, self._lock = connections, lock
+
+            class Handler(MotoRequestHandler):  # type: ignore[misc]
+                def setup(self) -> None:
+                    super().setup()
+                    with lock:
+                        connections.add(self.connection)
+
+                def finish(self) -> None:
+                    with lock:
+                        connections.discard(self.connection)
+                    super().finish()
+
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=Handler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+        def stop(self) -> None:
+            super().stop()
+            self._server.server_close()
+            with self._lock:
+                for connection in list(self._connections):
+                    try:
+                        connection.shutdown(socket.SHUT_RDWR)
+                        connection.close()
+                    except OSError:
+                        pass
+
+    return Server
+
+
+class _LazyServer:
+    """Builds the server class on first use, so importing this module does not import moto."""
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return _cuttable_moto_server()(**kwargs)
+
+
+_CuttableMotoServer = _LazyServer()
 
 
 def start_driver(
