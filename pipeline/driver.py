@@ -44,6 +44,9 @@ PING_INTERVAL_S = 2.0
 NO_WORKER_TIMEOUT_S = 600.0
 """Give up when no actor has answered for this long (e.g. every GPU node is gone)."""
 OUTAGE_PAUSE_CAP_S = 10.0
+MAX_OUTAGE_HOLDS = 20
+"""A row held back this often without its store ever recovering for it spends attempts again (bounds a
+single object that keeps refusing connections while the rest of the store answers)."""
 PROBE_TTL_S = 1.0
 
 GroupKey = tuple[str, StyleParams]
@@ -350,8 +353,12 @@ class Driver:
         outcome: BatchOutcome | None,
         spec: BatchSpec | None,
     ) -> None:
-        if kind is ErrorKind.storage:
+        if kind is ErrorKind.storage and task.outage_holds < MAX_OUTAGE_HOLDS:
+            # A failure to connect is an outage even when the store is back by the time the report arrives
+            # (clients retry for seconds before giving up); otherwise ask the store now.
             reason = self._store_down(task)
+            if reason is None and row is not None and row.unreachable:
+                reason = message
             if reason is not None:
                 self._hold_for_outage(task, reason)
                 return
@@ -405,7 +412,8 @@ class Driver:
         self.stats.outage_requeues += 1
         pause = min(OUTAGE_PAUSE_CAP_S, max(BACKOFF_BASE_S, (now - self.outage_since) / 2))
         self.pause_until = max(self.pause_until, now + pause)
-        heapq.heappush(self.delayed, (now + pause, next(self._seq), task))
+        held = RowTask(**{**task.__dict__, "outage_holds": task.outage_holds + 1})
+        heapq.heappush(self.delayed, (now + pause, next(self._seq), held))
 
     def _outage_over(self) -> None:
         self.outage_since = None

@@ -134,6 +134,8 @@ def list_files(uri: str, storage_options: Mapping[str, Any] | None = None) -> li
     """Paths (protocol-less, as the filesystem reports them) of every file below `uri`; empty if absent."""
     fs, path = filesystem(uri, storage_options)
     try:
+        # Other processes (workers, an earlier driver) write here: never answer from a cached listing.
+        fs.invalidate_cache()
         if not fs.exists(path):
             return []
         return sorted(fs.find(path))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from fsspec.core import split_protocol
 
 from pipeline.batching import cpu_count
 from pipeline.storage import is_local
@@ -79,10 +80,14 @@ def cluster_info(address: str | None, *, started_here: bool) -> ClusterInfo:
 
 
 def check_uris_reachable(uris: Sequence[str], info: ClusterInfo) -> None:
-    """Fail before starting when local paths would be read or written on other machines."""
+    """Fail before starting when local paths would be read or written on other machines.
+
+    A plain path is this machine's; an explicit `file://` URI is the user's statement that the path is a
+    mount shared by every node (NFS, FSx, a Kubernetes volume), so it is allowed.
+    """
     if not info.remote:
         return
-    local = [u for u in uris if is_local(u)]
+    local = [u for u in uris if is_local(u) and split_protocol(u)[0] is None]
     if local:
         shown = ", ".join(sorted(set(local))[:3])
         raise RemoteLocalPathError(

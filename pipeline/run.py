@@ -426,7 +426,7 @@ def run_manifest(
                 infos = ray.get([a.info.remote() for a in actors])
             except ray.exceptions.RayActorError as exc:
                 raise RunError(
-                    f"workers could not start: {mask_text(_actor_error_text(exc), options)}"
+                    f"workers could not start: {mask_text(_actor_error_text(exc), options, (weights,))}"
                 ) from None
             record["workers"] = [{k: i[k] for k in ("name", "node", "device", "gpu_ids")} for i in infos]
             record["weights"].update(

@@ -62,6 +62,13 @@ def is_storage_error(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (StorageError, OSError, TimeoutError)):
         return True
+    return is_connection_error(exc)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether the store did not answer at all (refused, reset, timed out): an outage, not a bad object."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
     mro = type(exc).__mro__
     from_client = any((getattr(c, "__module__", "") or "").split(".", 1)[0] in _NETWORK_PACKAGES for c in mro)
     return from_client and any(part in c.__name__ for c in mro for part in _NETWORK_NAMES)

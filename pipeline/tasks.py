@@ -45,6 +45,8 @@ class RowTask:
     image_format: str = "png"
     metadata: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    outage_holds: int = 0
+    """Times this row went back to the queue during a storage outage without spending an attempt."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class RowOutcome:
     output_uri: str | None = None
     curve_uri: str | None = None
     metrics: dict[str, float] | None = None
+    unreachable: bool = False
+    """The failure was the store not answering (connection refused, reset, timed out)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 
 from nst_core.params import Arch
 from nst_core.vgg import VGGFeatures, WeightsError, load_vgg
-from pipeline.storage import filesystem, is_local, mask_uri
+from pipeline.storage import filesystem, is_local, mask_text, mask_uri
 
 CACHE_ENV = "NST_CACHE_DIR"
 
@@ -67,7 +67,9 @@ def fetch_weights(
         raise WeightsError(f"weights file not found: {mask_uri(weights)}") from None
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise WeightsError(f"cannot download weights from {mask_uri(weights)}: {type(exc).__name__}: {exc}") from None
+        # mask_text with the URI: clients quote its `user:password@bucket` part without the scheme.
+        detail = mask_text(f"{type(exc).__name__}: {exc}", storage_options, (weights,))
+        raise WeightsError(f"cannot download weights from {mask_uri(weights)}: {detail}") from None
     os.replace(tmp, target)
     return str(target)
 

@@ -32,6 +32,7 @@ from pipeline.outputs import OutputNameError, check_inside
 from pipeline.storage import (
     InputMissing,
     StorageError,
+    is_connection_error,
     is_storage_error,
     mask_text,
     read_bytes,
@@ -164,8 +165,9 @@ class StyleWorker:
         started = utcnow()
         outcomes: dict[str, RowOutcome] = {}
 
-        def fail(task: RowTask, kind: ErrorKind, message: str) -> None:
+        def fail(task: RowTask, kind: ErrorKind, message: str, exc: BaseException | None = None) -> None:
             outcomes[task.row_id] = RowOutcome(
+                unreachable=exc is not None and is_connection_error(exc),
                 row_id=task.row_id,
                 ok=False,
                 started_at=started,
@@ -182,7 +184,7 @@ class StyleWorker:
             style_image = self._style_image(spec.rows[0].style_uri)
         except Exception as exc:  # noqa: BLE001 - every row of the batch shares this style
             for task in spec.rows:
-                fail(task, classify_read_error(exc), f"style {describe(exc)}")
+                fail(task, classify_read_error(exc), f"style {describe(exc)}", exc)
         if style_image is not None:
             params = spec.rows[0].params
             try:
@@ -211,7 +213,7 @@ class StyleWorker:
                     )
                     contents[task.row_id] = image
                 except Exception as exc:  # noqa: BLE001 - one bad row never stops the others
-                    fail(task, classify_read_error(exc), f"content {describe(exc)}")
+                    fail(task, classify_read_error(exc), f"content {describe(exc)}", exc)
 
         # 2. Optimise the rows that loaded, all at once.
         ready = [task for task in spec.rows if task.row_id in contents]
@@ -257,7 +259,7 @@ class StyleWorker:
             except OutputNameError as exc:
                 fail(task, ErrorKind.bad_output_name, str(exc))
             except Exception as exc:  # noqa: BLE001
-                fail(task, ErrorKind.storage, f"writing {describe(exc)}")
+                fail(task, ErrorKind.storage, f"writing {describe(exc)}", exc)
         if written:
             try:
                 check_inside(self.config.out, spec.curve_uri)
@@ -265,7 +267,7 @@ class StyleWorker:
                 write_bytes_atomic(spec.curve_uri, parquet_bytes(table), self.config.storage_options)
             except Exception as exc:  # noqa: BLE001 - images are kept; the rows are redone (idempotent)
                 for task in written:
-                    fail(task, ErrorKind.storage, f"writing curves {describe(exc)}")
+                    fail(task, ErrorKind.storage, f"writing curves {describe(exc)}", exc)
                 written = []
         finished = utcnow()
         for task in written:

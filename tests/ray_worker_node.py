@@ -4,7 +4,8 @@ Why not `ray start --address`: in ray 2.60 that command refuses to join a worker
 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, and with it set, it rewrites 127.0.0.1 (for both the head's address
 and --node-ip-address) to the machine's routable interface. The node class below is the one
 `ray.cluster_utils.Cluster.add_node` uses, given the loopback address directly.
-Usage: python tests/ray_worker_node.py HEAD_GCS_ADDRESS NUM_CPUS
+A node given another loopback address (127.0.0.2) looks, to Ray and to the driver, like another machine.
+Usage: python tests/ray_worker_node.py HEAD_GCS_ADDRESS NUM_CPUS [NODE_IP]
 """
 
 import signal
@@ -15,10 +16,10 @@ import ray._private.node
 import ray._private.parameter
 
 
-def main(gcs_address: str, num_cpus: int) -> None:
+def main(gcs_address: str, num_cpus: int, node_ip: str = "127.0.0.1") -> None:
     params = ray._private.parameter.RayParams(
         gcs_address=gcs_address,
-        node_ip_address="127.0.0.1",
+        node_ip_address=node_ip,
         num_cpus=num_cpus,
         num_gpus=0,
         object_store_memory=150 * 1024 * 1024,
@@ -37,4 +38,4 @@ def main(gcs_address: str, num_cpus: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])

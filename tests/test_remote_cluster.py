@@ -2,8 +2,8 @@
 
 A head node runs as `ray start --head --block` on 127.0.0.1 and a worker node joins it from another process
 (tests/ray_worker_node.py says why not `ray start --address`); the run is driven by the `nst` command in a
-third process. Ray's client port is open too, so the `ray://` path (which always
-means "another machine") can be checked for its refusal of local paths.
+third process. A node on 127.0.0.2 then plays "another machine", to check that plain local paths are
+refused before any work while `file://` paths (declared shared mounts) are accepted.
 """
 
 from __future__ import annotations
@@ -66,6 +66,18 @@ def stop_node(proc: subprocess.Popen[bytes]) -> None:
             pass
 
 
+def start_worker(
+    address: str, env: dict[str, str], log: Path, node_ip: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("ray_worker_node.py")), address, "1", node_ip],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_for_nodes(address: str, env: dict[str, str], count: int, timeout: float = 90) -> None:
     code = (
         "import ray, time\n"
@@ -74,7 +86,9 @@ def wait_for_nodes(address: str, env: dict[str, str], count: int, timeout: float
         f"while sum(n['Alive'] for n in ray.nodes()) < {count} and time.time() < deadline: time.sleep(0.5)\n"
         "print(sum(n['Alive'] for n in ray.nodes()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout + 30)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout + 30
+    )
     assert out.stdout.strip().endswith(str(count)), out.stderr[-2000:]
 
 
@@ -83,9 +97,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     tmp = tmp_path_factory.mktemp("raycluster")
     ray_tmp = tempfile.mkdtemp(prefix="nst-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = cluster_env(tmp)
-    port, client_port = free_port(), free_port()
+    port = free_port()
     head = start_head(
-        ["--head", "--port", str(port), "--ray-client-server-port", str(client_port), "--num-cpus", "1",
+        ["--head", "--port", str(port), "--num-cpus", "1",
          "--num-gpus", "0", "--include-dashboard", "false", "--temp-dir", ray_tmp],
         env, tmp / "head.log",
     )  # fmt: skip
@@ -93,15 +107,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     try:
         address = f"127.0.0.1:{port}"
         wait_for_nodes(address, env, 1)
-        worker = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("ray_worker_node.py")), address, "1"],
-            env=env,
-            stdout=(tmp / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        worker = start_worker(address, env, tmp / "worker.log")
         wait_for_nodes(address, env, 2)
-        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}", "tmp": str(tmp), **env}
+        yield {"address": address, "tmp": str(tmp), **env}
     finally:
         for proc in (worker, head):
             if proc is not None:
@@ -118,7 +126,7 @@ def write_manifest(path: Path) -> int:
 
 
 def nst(cluster: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in cluster.items() if k not in ("address", "client", "tmp")}
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")}
     return subprocess.run([NST, *args], env=env, capture_output=True, text=True, timeout=400)
 
 
@@ -136,19 +144,37 @@ def test_run_against_a_started_cluster_completes_every_row(cluster: dict[str, st
     assert summary["done"] == rows and summary["failed"] == 0
     assert len(list((out / "images").iterdir())) == rows
     # the second run of the same command finds everything done
-    again = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["address"], "--json", *FAST)
+    again = nst(
+        cluster, "run", str(manifest), "--out", str(out), "--address", cluster["address"], "--json", *FAST
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["already_done"] == rows
 
 
-def test_local_paths_through_a_ray_client_are_refused_before_any_work(
+def test_with_another_machine_local_paths_are_refused_and_shared_mounts_run(
     cluster: dict[str, str], tmp_path: Path
 ) -> None:
-    manifest = tmp_path / "m.parquet"
-    write_manifest(manifest)
-    out = tmp_path / "out"
-    proc = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["client"], *FAST)
-    assert proc.returncode == 1
-    assert "local path" in proc.stderr and "shared" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (out / "images").exists()
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")}
+    other = start_worker(cluster["address"], env, tmp_path / "other.log", node_ip="127.0.0.2")
+    try:
+        wait_for_nodes(cluster["address"], env, 3)
+        manifest = tmp_path / "m.parquet"
+        rows = write_manifest(manifest)
+        out = tmp_path / "out"
+        proc = nst(cluster, "run", str(manifest), "--out", str(out), "--address", cluster["address"], *FAST)
+        assert proc.returncode == 1
+        assert "local path" in proc.stderr and "shared" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (out / "images").exists()
+        # The same files named as file:// URIs are the user's statement that every node mounts them.
+        table = pq.read_table(manifest)
+        shared = pa.table(
+            {name: [f"file://{p}" for p in table.column(name).to_pylist()] for name in table.column_names}
+        )
+        pq.write_table(shared, manifest)
+        proc = nst(cluster, "run", str(manifest), "--out", f"file://{out}", "--address", cluster["address"],
+                   "--workers", "3", "--json", *FAST)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout)["done"] == rows
+    finally:
+        stop_node(other)

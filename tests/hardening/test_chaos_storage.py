@@ -101,8 +101,8 @@ def test_endpoint_gone_for_good_ends_with_a_storage_error_then_a_rerun_completes
     moto: MotoS3, images, tmp_path: Path
 ) -> None:
     options = fast_options(moto.options)
-    contents, styles = upload(moto, images, "gone", 12, 2)
-    manifest = write_manifest("s3://gone/m.parquet", grid_rows(contents, styles, 24), options)
+    contents, styles = upload(moto, images, "gone", 8, 2)
+    manifest = write_manifest("s3://gone/m.parquet", grid_rows(contents, styles, 16), options)
     out = "s3://gone/run"
     driver = start_driver(
         manifest,
@@ -139,5 +139,5 @@ def test_endpoint_gone_for_good_ends_with_a_storage_error_then_a_rerun_completes
     summary = run_manifest(
         manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
     )
-    assert summary.complete and summary.already_done == len(done) and summary.done == 24 - len(done), summary
+    assert summary.complete and summary.already_done == len(done) and summary.done == 16 - len(done), summary
     check_output(out, ids_of(manifest, options), options)

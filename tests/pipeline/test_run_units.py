@@ -156,6 +156,7 @@ def test_local_paths_are_refused_on_a_multi_machine_cluster() -> None:
     with pytest.raises(RemoteLocalPathError, match="local path"):
         check_uris_reachable(["s3://b/out", "/home/me/cat.jpg"], remote)
     check_uris_reachable(["s3://b/out", "gs://b/cat.jpg"], remote)
+    check_uris_reachable(["file:///mnt/shared/out", "file:///mnt/shared/cat.jpg"], remote)  # a shared mount
     check_uris_reachable(
         ["/home/me/cat.jpg"], ClusterInfo(started_here=True, gpus=0, cpus=2, nodes=1, remote=False)
     )
