@@ -85,6 +85,10 @@ DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4
 MAX_SIZE = 8192
 """Longest side the engine accepts; larger requests are almost always a typo (and would not fit a GPU)."""
 
+MAX_STEPS = 100_000
+"""Most steps per stage: the paper's results converge within ~1,000; 10⁵ at 512 px is already ~30 GPU-minutes
+per image, so anything larger is a typo that would hold a GPU for days."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class StyleParams:
@@ -191,6 +195,8 @@ def validate_params(p: StyleParams) -> list[str]:
             problems.append(f"{name} must be a positive integer, got {value!r}")
     if isinstance(p.size, int) and p.size > MAX_SIZE:
         problems.append(f"size must be <= {MAX_SIZE}, got {p.size}")
+    if isinstance(p.steps, int) and p.steps > MAX_STEPS:
+        problems.append(f"steps must be <= {MAX_STEPS}, got {p.steps}")
     if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed < 2**63:
         problems.append(f"seed must be an integer in [0, 2**63), got {p.seed!r}")
     finite("lr", p.lr, positive=True)
@@ -230,8 +236,12 @@ def validate_params(p: StyleParams) -> list[str]:
                 len(stage) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in stage)
                 or stage[0] > MAX_SIZE
+                or stage[1] > MAX_STEPS
             ):
-                problems.append(f"schedule stage {stage!r} must be (size, steps) positive integers, size <= {MAX_SIZE}")
+                problems.append(
+                    f"schedule stage {stage!r} must be (size, steps) positive integers, "
+                    f"size <= {MAX_SIZE}, steps <= {MAX_STEPS}"
+                )
     for name, enum_type in (
         ("optimizer", OptimizerName),
         ("init", Init),
@@ -258,6 +268,7 @@ __all__ = [
     "Distance",
     "Init",
     "MAX_SIZE",
+    "MAX_STEPS",
     "OptimizerName",
     "Pooling",
     "Precision",

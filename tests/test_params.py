@@ -32,6 +32,8 @@ def test_plain_python_forms_are_accepted() -> None:
         ({"optimizer": "sgd"}, "optimizer must be one of"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"size": 10**6}, "size must be <="),
+        ({"steps": 10**9}, "steps must be <= 100000"),
+        ({"schedule": ((64, 10**9),)}, "schedule stage"),
         ({"style_weight": float("nan")}, "style_weight must be a finite number"),
         ({"content_ratio": 1.5}, "content_ratio must be within"),
         ({"style_layers": ("relu1_1", "fc7")}, "unknown style layer"),

@@ -211,6 +211,7 @@ CASES: tuple[Case, ...] = (
     Case("inf parameter", with_cells(style_weight=math.inf), "bad_manifest_row", "style_weight", None),
     Case("negative steps", with_cells(steps="-1"), "bad_manifest_row", "steps", None),
     Case("absurd size", with_cells(size="1000000"), "bad_manifest_row", "size", None),
+    Case("absurd steps", with_cells(steps="1000000000"), "bad_manifest_row", "steps must be <=", None),
     Case("output_name with ..", with_cells(output_name="../escape.png"), "bad_manifest_row", "output_name", None),
     Case("output_name absolute", with_cells(output_name="/tmp/abs.png"), "bad_manifest_row", "output_name", None),
     Case("corrupt style image", corrupt_style, "bad_input", "style", "style_uri"),

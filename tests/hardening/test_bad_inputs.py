@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +91,12 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory, images, moto) -> dict[s
 
 @pytest.mark.parametrize("case", CASES, ids=[c.kind for c in CASES])
 def test_each_bad_input_has_its_documented_outcome(corpus_run: dict[str, Any], case: Case) -> None:
-    if case.kind.startswith("permission denied") and IS_ROOT:
-        pytest.skip("running as root: chmod 000 does not deny root, so the file is readable (see docs/reliability.md)")
     index = next(i for i, row in enumerate(corpus_run["rows"]) if row["case"] == case.kind)
     records = corpus_run["records"].get(index)
     assert records, f"{case.kind}: no ledger record for manifest row {index}"
-    if case.expect == "done":
+    if case.expect == "done" or (IS_ROOT and case.kind.startswith("permission denied")):
+        # As root, chmod 000 does not deny reading: the row is done here, and the denial itself is checked
+        # by test_permission_denied_fails_its_row_without_root_privileges.
         assert [r["status"] for r in records] == ["done"], records
         return
     assert len(records) == 1, f"{case.kind}: retried or recorded twice: {records}"
@@ -106,6 +109,33 @@ def test_each_bad_input_has_its_documented_outcome(corpus_run: dict[str, Any], c
     named = row.get(case.names) if case.names else None
     if named:
         assert Path(named).name in message, f"{case.kind}: message does not name the file: {message}"
+
+
+def test_permission_denied_fails_its_row_without_root_privileges(tmp_path: Path, images) -> None:
+    """A whole `nst run` (its own embedded Ray included) with the capabilities that let root ignore file
+    permissions removed from the bounding set, so a chmod 000 input is really unreadable to the workers."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is needed to drop root's file-permission override"
+    locked = tmp_path / "locked.png"
+    Image.open(images["contents"][0]).save(locked)
+    locked.chmod(0)
+    rows = [
+        {"content_uri": str(locked), "style_uri": images["styles"][0]},
+        {"content_uri": images["contents"][1], "style_uri": images["styles"][0]},
+    ]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline.cli", "run", manifest, "--out", str(out), "--weights", WEIGHTS,
+               "--size", "32", "--steps", "2", "--no-progress", "--json"]  # fmt: skip
+    if IS_ROOT:
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]  # 2: finished with failed rows
+    summary = json.loads(proc.stdout)
+    assert (summary["done"], summary["failed"], summary["retried"]) == (1, 1, 0)
+    failed = [r for r in read_ledger(OutputLayout(str(out))).to_pylist() if r["status"] == "failed"]
+    assert [r["error_kind"] for r in failed] == ["bad_input"]
+    assert "permission denied" in failed[0]["error_message"] and "locked.png" in failed[0]["error_message"]
 
 
 def test_exif_orientation_is_applied_to_the_output(corpus_run: dict[str, Any]) -> None:
