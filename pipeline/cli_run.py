@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 
 from nst_core.params import Arch, StyleParams
-from pipeline.options import ArchOpt, StorageOptionOpt, WeightsOpt, WeightsSha256Opt, with_style_params
+from pipeline.options import (
+    ArchOpt,
+    CompileOpt,
+    StorageOptionOpt,
+    WeightsOpt,
+    WeightsSha256Opt,
+    with_style_params,
+)
 from pipeline.progress import summary_table
 from pipeline.run import DEFAULT_MAX_ROWS, RunError, RunSummary, run_manifest
 from pipeline.status import collect_status, render_status
@@ -60,10 +67,13 @@ def run_command(
     weights_sha256: WeightsSha256Opt = None,
     arch: ArchOpt = Arch.vgg19,
     storage_option: StorageOptionOpt = None,
+    compile: CompileOpt = False,
     max_pixels: Annotated[
         int,
         typer.Option(
-            "--max-pixels", min=1, help="Largest input image (width x height) decoded; bigger ones fail their row."
+            "--max-pixels",
+            min=1,
+            help="Largest input image (width x height) decoded; bigger ones fail their row.",
         ),
     ] = DEFAULT_MAX_PIXELS,
     max_rows: Annotated[
@@ -109,6 +119,7 @@ def run_command(
         max_pixels=max_pixels,
         max_rows=max_rows,
         storage_timeout=storage_timeout,
+        compile=compile,
     )
     if json_summary:
         typer.echo(json.dumps(summary.to_dict(), default=str, sort_keys=True))

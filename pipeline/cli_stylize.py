@@ -22,6 +22,7 @@ from nst_core.targets import Style
 from pipeline.curves import curves_table, parquet_bytes
 from pipeline.options import (
     ArchOpt,
+    CompileOpt,
     DeviceOpt,
     StorageOptionOpt,
     WeightsOpt,
@@ -54,9 +55,13 @@ def parse_blend(text: str | None, count: int) -> tuple[float, ...] | None:
     try:
         weights = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint="--style-blend") from None
+        raise typer.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint="--style-blend"
+        ) from None
     if len(weights) != count:
-        raise typer.BadParameter(f"{len(weights)} weights for {count} style images", param_hint="--style-blend")
+        raise typer.BadParameter(
+            f"{len(weights)} weights for {count} style images", param_hint="--style-blend"
+        )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise typer.BadParameter("weights must be >= 0 with a positive sum", param_hint="--style-blend")
     return weights
@@ -66,7 +71,9 @@ def parse_blend(text: str | None, count: int) -> tuple[float, ...] | None:
 def stylize_command(
     content: Annotated[str, typer.Argument(help="Content image: a path or any fsspec URI.")],
     style: Annotated[list[str], typer.Argument(help="One or more style images (blended when several).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp); path or URI.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp); path or URI.")
+    ],
     style_blend: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="Comma-separated weights for several style images (default: equal)."),
@@ -79,6 +86,7 @@ def stylize_command(
     weights_sha256: WeightsSha256Opt = None,
     arch: ArchOpt = Arch.vgg19,
     device: DeviceOpt = "auto",
+    compile: CompileOpt = False,
     storage_option: StorageOptionOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
@@ -101,8 +109,15 @@ def stylize_command(
     init = None
     if init_image is not None:
         init = [decode_image(read_bytes(init_image, storage_options), name=init_image)]
-    model = load_model(weights, sha256=weights_sha256, arch=arch, device=torch_device, storage_options=storage_options)
-    stylizer = Stylizer(model, torch_device)
+    model = load_model(
+        weights, sha256=weights_sha256, arch=arch, device=torch_device, storage_options=storage_options
+    )
+    stylizer = Stylizer(
+        model,
+        torch_device,
+        compile=compile,
+        compile_mode="reduce-overhead" if compile and torch_device.type == "cuda" else None,
+    )
 
     total_steps = sum(steps for _, steps in params.stages())
     with Progress(

@@ -295,6 +295,7 @@ def run_manifest(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_rows: int = DEFAULT_MAX_ROWS,
     storage_timeout: float = STORAGE_TIMEOUT_S,
+    compile: bool = False,
 ) -> RunSummary:
     """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
     import ray
@@ -367,6 +368,7 @@ def run_manifest(
         "max_pixels": max_pixels,
         "max_rows": max_rows,
         "storage_timeout": storage_timeout,
+        "compile": compile,
         "storage_options": mask_options(options),
         "versions": package_versions(),
         "history": history,
@@ -419,6 +421,7 @@ def run_manifest(
             out=out,
             target_cache_size=STYLE_CACHE_SIZE,
             max_pixels=max_pixels,
+            compile=compile,
         )
         actors = create_workers(worker_plan, config, run_id)
         try:

@@ -31,6 +31,8 @@ class WorkerConfig:
     style_image_cache_size: int = 16
     io_threads: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
+    compile: bool = False
+    """torch.compile the step (execution setting: the image is the same either way)."""
     """Largest image (width x height) a worker decodes; bigger ones fail their row (decompression bombs)."""
 
 

@@ -131,7 +131,12 @@ class StyleWorker:
             device=self.device,
             storage_options=config.storage_options,
         )
-        self.stylizer = Stylizer(self.model, self.device)
+        self.stylizer = Stylizer(
+            self.model,
+            self.device,
+            compile=config.compile,
+            compile_mode="reduce-overhead" if config.compile and self.device.startswith("cuda") else None,
+        )
         self.targets: LRUCache = LRUCache(config.target_cache_size)
         self.style_images: LRUCache = LRUCache(config.style_image_cache_size)
         self._device_lock = threading.Lock()

@@ -74,3 +74,21 @@ def test_offline_imagenet_fails_fast_with_instructions(tmp_path) -> None:
     assert proc.returncode == 1
     assert "TORCH_HOME" in proc.stderr and "--weights" in proc.stderr
     assert not (tmp_path / "o.png").exists()  # never a silent fall-back to random weights
+
+
+def test_compile_flag_reaches_the_engine(tmp_path, monkeypatch) -> None:
+    import pipeline.cli_stylize as command
+
+    seen: dict[str, object] = {}
+
+    class Recording(command.Stylizer):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.update(kwargs)
+            kwargs["compile_backend"] = "aot_eager"  # inductor's C++ build is too slow for a CLI test
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(command, "Stylizer", Recording)
+    result = CliRunner().invoke(app, ["stylize", CONTENT, STYLE, "-o", str(tmp_path / "c.png"), *FAST, "--compile"])
+    assert result.exit_code == 0, result.output
+    assert seen["compile"] is True
+    assert Image.open(tmp_path / "c.png").size[0] == 40
