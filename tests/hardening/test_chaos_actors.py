@@ -7,20 +7,18 @@ test_cluster.py.) Each kill costs the rows in flight on that actor one attempt (
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
-from pipeline_checks import WEIGHTS, check_output, grid_rows, write_manifest
+from pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
 from pipeline.ledger import part_paths, read_ledger
 from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -40,22 +38,14 @@ def test_actors_killed_at_random_all_rows_still_finish(tmp_path: Path, images) -
     rng = random.Random(8)
     manifest = write_manifest(tmp_path / "m.parquet", grid_rows(images["contents"], images["styles"], 48))
     out = str(tmp_path / "out")
-    result: dict[str, Any] = {}
-
-    def go() -> None:
-        result["summary"] = run_manifest(
-            manifest=manifest,
-            out=out,
-            params=PARAMS,
-            weights=WEIGHTS,
-            batch_size=2,
-            num_workers=2,
-            max_attempts=KILLS + 2,  # a row may be in flight on every killed actor
-            progress=False,
-        )
-
-    thread = threading.Thread(target=go)
-    thread.start()
+    thread = BackgroundRun(
+        manifest=manifest,
+        out=out,
+        params=PARAMS,
+        batch_size=2,
+        num_workers=2,
+        max_attempts=KILLS + 2,  # a row may be in flight on every killed actor
+    )
     layout = OutputLayout(out)
     deadline = time.monotonic() + 120
     while thread.is_alive() and not part_paths(layout) and time.monotonic() < deadline:
@@ -67,10 +57,8 @@ def test_actors_killed_at_random_all_rows_still_finish(tmp_path: Path, images) -
         if actors and thread.is_alive():
             ray.kill(rng.choice(actors), no_restart=False)
             kills += 1
-    thread.join(timeout=300)
-    assert not thread.is_alive()
+    summary = thread.finish()
     assert kills >= 2, "the run finished before the actors could be killed repeatedly"
-    summary = result["summary"]
     assert summary.complete and summary.done == 48 and summary.failed == 0, summary
     assert summary.worker_losses >= 1
     ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]

@@ -5,7 +5,6 @@ run ends with one storage error line and exit code 1, the ledger stays consisten
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from cli_helpers import fast_options, last_line, option_flags
 from pipeline_checks import (
     WEIGHTS,  # noqa: I001
+    BackgroundRun,
     MotoS3,
     check_output,
     grid_rows,
@@ -68,28 +68,12 @@ def test_endpoint_down_for_ten_seconds_loses_no_row(moto: MotoS3, images) -> Non
     contents, styles = upload(moto, images, "outage", 12, 2)
     manifest = write_manifest("s3://outage/m.parquet", grid_rows(contents, styles, 24), options)
     out = "s3://outage/run"
-    result: dict[str, Any] = {}
-
-    def go() -> None:
-        result["summary"] = run_manifest(
-            manifest=manifest,
-            out=out,
-            params=PARAMS,
-            weights=WEIGHTS,
-            batch_size=2,
-            storage_options=options,
-            progress=False,
-        )
-
-    thread = threading.Thread(target=go)
-    thread.start()
+    thread = BackgroundRun(manifest=manifest, out=out, params=PARAMS, batch_size=2, storage_options=options)
     wait_for_parts(out, options, thread.is_alive)
     moto.stop()
     time.sleep(OUTAGE_S)
     moto.start()
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    summary = result["summary"]
+    summary = thread.finish()
     assert summary.complete and summary.done == 24 and summary.failed == 0, summary
     assert summary.storage_outages >= 1, "the outage was not noticed"
     records = read_ledger(OutputLayout(out), options).to_pylist()

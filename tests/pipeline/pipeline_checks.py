@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -274,3 +275,37 @@ def check_output(
         curve_rows += sorted(set(curve.column("row_id").to_pylist()))
     assert sorted(curve_rows) == sorted(done), "each done row must have its curve exactly once"
     return {"states": states, "table": table, "files": files, "images": images}
+
+
+class BackgroundRun:
+    """`run_manifest` in a thread, so a test can kill actors, nodes or storage while it runs.
+
+    Defaults: the suite's PARAMS and WEIGHTS, no progress display. `finish` joins it and returns its summary
+    (or re-raises what the run raised).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        from pipeline.run import run_manifest
+
+        self.kwargs = {"params": PARAMS, "weights": WEIGHTS, "progress": False, **kwargs}
+        self.summary: Any = None
+        self.error: BaseException | None = None
+
+        def go() -> None:
+            try:
+                self.summary = run_manifest(**self.kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=go, daemon=True)
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def finish(self, timeout: float = 300) -> Any:
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), f"the run did not finish within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.summary

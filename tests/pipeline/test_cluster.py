@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
+from pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
 from ray.cluster_utils import Cluster
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +40,13 @@ def test_removing_a_node_mid_run_still_completes(cluster: Cluster, tmp_path: Pat
     cluster.wait_for_nodes()
     manifest = write_manifest(tmp_path / "m.parquet", grid_rows(inputs["contents"], inputs["styles"], 16))
     out = str(tmp_path / "out")
-    result: dict[str, object] = {}
-
-    def go() -> None:
-        result["summary"] = run_manifest(
-            manifest=manifest,
-            out=out,
-            params=PARAMS,
-            weights=WEIGHTS,
-            address=cluster.address,
-            num_workers=2,
-            batch_size=2,
-            progress=False,
-        )
-
-    thread = threading.Thread(target=go)
-    thread.start()
+    thread = BackgroundRun(manifest=manifest, out=out, address=cluster.address, num_workers=2, batch_size=2)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and thread.is_alive() and not part_paths(OutputLayout(out)):
         time.sleep(0.1)
     assert thread.is_alive(), "run finished before the node could be removed"
     cluster.remove_node(worker_node)
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    summary = result["summary"]
+    summary = thread.finish()
     assert summary.complete and summary.done == 16, summary  # type: ignore[attr-defined]
     assert len(summary.workers) == 2  # type: ignore[attr-defined]
     assert summary.worker_losses >= 1  # type: ignore[attr-defined]  # the removed node's actor held rows

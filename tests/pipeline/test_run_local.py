@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import typer
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
+from pipeline_checks import PARAMS, WEIGHTS, BackgroundRun, check_output, grid_rows, write_manifest
 from typer.testing import CliRunner
 
 from nst_core.params import StyleParams
@@ -149,9 +148,7 @@ def test_unsafe_output_names_fail_their_row_only(tmp_path: Path, inputs) -> None
 def test_killed_actor_is_restarted_and_its_rows_rescheduled(tmp_path: Path, inputs) -> None:
     manifest = write_manifest(tmp_path / "m.parquet", grid_rows(inputs["contents"], inputs["styles"], 16))
     out = str(tmp_path / "out")
-    result: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: result.update(s=run(manifest, out, batch_size=2, num_workers=2)))
-    thread.start()
+    thread = BackgroundRun(manifest=manifest, out=out, batch_size=2, num_workers=2)
     layout = OutputLayout(out)
     deadline = time.monotonic() + 120
     killed = None
@@ -172,9 +169,8 @@ def test_killed_actor_is_restarted_and_its_rows_rescheduled(tmp_path: Path, inpu
             )
             ray.kill(killed, no_restart=False)
         time.sleep(0.2)
-    thread.join(timeout=300)
+    summary = thread.finish()
     assert killed is not None, "run finished before an actor could be killed"
-    summary = result["s"]
     assert summary.complete and summary.done == 16, summary  # type: ignore[attr-defined]
     assert summary.worker_losses >= 1  # type: ignore[attr-defined]
     check_output(out, manifest_ids(manifest))
