@@ -14,6 +14,7 @@ from pipeline_checks import (
     WEIGHTS,
     check_output,
     grid_rows,
+    kill_group,
     start_driver,
     write_images,
     write_manifest,
@@ -25,10 +26,15 @@ from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
 
 
+def twenty_row_manifest(tmp_path: Path, seed: int) -> str:
+    """10 contents × 2 styles of fresh images: enough batches to interrupt a run between two of them."""
+    contents = write_images(tmp_path / "in", "c", 10, seed=seed)
+    styles = write_images(tmp_path / "in", "s", 2, seed=seed + 1)
+    return write_manifest(tmp_path / "m.parquet", grid_rows(contents, styles, 20))
+
+
 def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: Path) -> None:
-    contents = write_images(tmp_path / "in", "c", 10, seed=3)
-    styles = write_images(tmp_path / "in", "s", 2, seed=4)
-    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(contents, styles, 20))
+    manifest = twenty_row_manifest(tmp_path, seed=3)
     out = str(tmp_path / "out")
     layout = OutputLayout(out)
     driver = start_driver(manifest, out)
@@ -40,10 +46,7 @@ def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: 
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # the killed driver's own Ray processes, by its group id
-        except ProcessLookupError:
-            pass
+        kill_group(driver)  # the killed driver's own Ray processes, by its group id
     recorded_before = len(part_paths(layout))
     assert 2 <= recorded_before
     summary = run_manifest(
@@ -62,9 +65,7 @@ if __name__ == "__main__":
 
 
 def test_ctrl_c_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
-    contents = write_images(tmp_path / "in", "c", 10, seed=5)
-    styles = write_images(tmp_path / "in", "s", 2, seed=6)
-    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(contents, styles, 20))
+    manifest = twenty_row_manifest(tmp_path, seed=5)
     out = str(tmp_path / "out")
     layout = OutputLayout(out)
     driver = start_driver(manifest, out)
@@ -75,10 +76,7 @@ def test_ctrl_c_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
         os.kill(driver.pid, signal.SIGINT)
         code = driver.wait(timeout=60)
     finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(driver)
     assert code == 130, driver.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
     import json
 
