@@ -153,12 +153,9 @@ def validate_manifest(
                 c: pc.unique(pa.chunked_array(a, pa.large_string())).to_pylist() if a else []
                 for c, a in inputs.items()
             }
-            failures = check_images(
-                [u for values in distinct.values() for u in values],
-                storage_options=storage_options,
-                workers=workers,
-            )
-            report.files_checked = len({u for values in distinct.values() for u in values})
+            uris = list(dict.fromkeys(u for values in distinct.values() for u in values))
+            failures = check_images(uris, storage_options=storage_options, workers=workers)
+            report.files_checked = len(uris)
             if failures:
                 failing = {u: 1 for u in failures}
                 for column in REQUIRED_COLUMNS:
