@@ -19,6 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.coerce import coerce
+from jobs.names import (
+    CONTROL_PATTERN,
+    IMAGE_FORMATS,
+    MAX_NAME_BYTES,
+    MAX_ROW_ID_BYTES,
+    SEPARATOR_PATTERN,
+    output_name_problem,
+    row_id_problem,
+)
 from jobs.row_id import params_key, row_ids_from_keys
 from jobs.schema import (
     OUTPUT_NAME_COLUMN,
@@ -37,11 +46,11 @@ Issue = tuple[str | None, str]
 
 _CONTROL = r"[\x00-\x1f\x7f]"
 _SCHEME = r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)(?:://|::)"
-_ID_FORBIDDEN = r"[/\\\x00-\x1f\x7f]|\.\."
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
-MAX_ROW_ID_CHARS = 200
-MAX_OUTPUT_NAME_BYTES = 255
-"""The file-name limit of ext4, APFS and NTFS; object stores allow more, but outputs may be synced locally."""
+MAX_ROW_ID_CHARS = MAX_ROW_ID_BYTES  # the old name; the limit counts UTF-8 bytes
+MAX_OUTPUT_NAME_BYTES = MAX_NAME_BYTES
+_NAME_SUSPECT = rf"^\.|{SEPARATOR_PATTERN}|{CONTROL_PATTERN}"
+_IMAGE_EXTENSION = r"(?i)\.(" + "|".join(IMAGE_FORMATS) + r")$"
 _COMMON_SCHEMES = "file, s3, gs, az, abfs, http(s), memory"
 
 
@@ -300,51 +309,10 @@ class BatchScanner:
         out.add(
             _mask(arr.is_null()), c, "row_id is null; fill it on every row or drop the column to derive ids"
         )
-        out.add(_mask(pc.equal(pc.utf8_length(arr), 0)), c, "row_id is an empty string")
-        out.add(
-            _mask(pc.match_substring_regex(arr, _ID_FORBIDDEN)),
-            c,
-            lambda i: (
-                f"row_id {arr[i].as_py()!r} must not contain '/', '\\', '..' or control characters "
-                "(it names files)"
-            ),
-        )
-        out.add(
-            _mask(pc.greater(pc.utf8_length(arr), MAX_ROW_ID_CHARS)),
-            c,
-            f"row_id is longer than {MAX_ROW_ID_CHARS} characters",
-        )
+        _check_names(out, c, arr, row_id_problem, MAX_ROW_ID_BYTES, None)
 
     def _check_output_names(self, out: ScannedBatch, arr: pa.Array) -> None:
-        c = OUTPUT_NAME_COLUMN
-        out.add(
-            _mask(pc.equal(pc.utf8_length(arr), 0)),
-            c,
-            "output_name is an empty string; use null for the default",
-        )
-        out.add(
-            _mask(pc.is_in(arr, value_set=pa.array([".", ".."]))),
-            c,
-            lambda i: f"output_name {arr[i].as_py()!r} would escape the output folder",
-        )
-        out.add(
-            _mask(pc.match_substring_regex(arr, r"[/\\]")),
-            c,
-            lambda i: (
-                f"output_name {arr[i].as_py()!r} contains a path separator; it must be a plain file "
-                "name inside the output folder"
-            ),
-        )
-        out.add(
-            _mask(pc.match_substring_regex(arr, _CONTROL)),
-            c,
-            lambda i: f"output_name {arr[i].as_py()!r} contains a control character",
-        )
-        out.add(
-            _mask(pc.greater(pc.binary_length(arr), MAX_OUTPUT_NAME_BYTES)),
-            c,
-            f"output_name is longer than {MAX_OUTPUT_NAME_BYTES} bytes",
-        )
+        _check_names(out, OUTPUT_NAME_COLUMN, arr, output_name_problem, MAX_NAME_BYTES, _IMAGE_EXTENSION)
 
     def scan(self, batch: pa.RecordBatch, start: int) -> ScannedBatch:
         n = batch.num_rows
@@ -425,3 +393,27 @@ class BatchScanner:
                         full[i] = rid
                     out.row_ids = pa.array(full, pa.string())
         return out
+
+
+def _check_names(
+    out: ScannedBatch,
+    column: str,
+    arr: pa.Array,
+    problem: Any,
+    max_bytes: int,
+    extension: str | None,
+) -> None:
+    """Flag names that break the rule of jobs/names.py: Arrow kernels find the candidates (a superset of
+    the failures), the scalar rule itself decides and words each one, so both always agree."""
+    suspect = _mask(pc.equal(pc.utf8_length(arr), 0))
+    suspect |= _mask(pc.match_substring_regex(arr, _NAME_SUSPECT))
+    suspect |= _mask(pc.greater(pc.binary_length(arr), max_bytes))
+    if extension is not None:
+        suspect |= _mask(pc.invert(pc.match_substring_regex(arr, extension)))
+    candidates = np.flatnonzero(suspect & _mask(arr.is_valid()))
+    if not len(candidates):
+        return
+    messages = {int(i): problem(arr[int(i)].as_py()) for i in candidates}
+    failing = np.zeros(len(arr), dtype=bool)
+    failing[[i for i, m in messages.items() if m is not None]] = True
+    out.add(failing, column, lambda i: messages[i])

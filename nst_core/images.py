@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from typing import BinaryIO
 
@@ -21,8 +22,36 @@ DEFAULT_MAX_PIXELS: int = 89_478_485
 """Pixel-count limit against decompression bombs (PIL's own default, ~ 0.25 GB of 24-bit RGB)."""
 
 
+BYTES_PER_PIXEL_MAX = 16
+"""The widest uncompressed encoding PIL decodes (four 32-bit channels); compressed formats are smaller."""
+METADATA_ALLOWANCE = 16 * 2**20
+"""Room for headers, EXIF, ICC profiles and thumbnails on top of the pixel data."""
+
+
 class ImageError(ValueError):
     """Bad image input; the message names the source and the cause."""
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """Largest encoded file worth reading for an image of at most `max_pixels`: anything longer is refused
+    before it is read, so a stream that never ends (`/dev/zero`, a huge object) cannot exhaust memory."""
+    return int(max_pixels) * BYTES_PER_PIXEL_MAX + METADATA_ALLOWANCE
+
+
+REDUCE_MARGIN = 2
+"""Reduced decoding keeps at least twice the processing size, so the antialiased resize that follows
+still has detail to work with."""
+MIN_REDUCED_SIDE = 64
+"""…and never shrinks the short side below this (elongated images keep their exact shape for the checks)."""
+
+
+def reduce_factor(width: int, height: int, long_side: int | None) -> int:
+    """Integer factor an image may be shrunk by at decode time while staying >= REDUCE_MARGIN x `long_side`."""
+    if not long_side or long_side <= 0:
+        return 1
+    by_long = max(width, height) // (REDUCE_MARGIN * long_side)
+    by_short = min(width, height) // MIN_REDUCED_SIDE
+    return max(1, min(by_long, by_short))
 
 
 def decode_image(
@@ -30,6 +59,7 @@ def decode_image(
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    long_side: int | None = None,
 ) -> torch.Tensor:
     """Decode to [3, H, W] float32 RGB in [0, 1], with EXIF orientation applied.
 
@@ -38,6 +68,12 @@ def decode_image(
     Transparency (LA, RGBA, PA, P with a transparent index) is composited over WHITE — what viewers and
     browsers show — because transparent pixels carry arbitrary colour values that would otherwise leak in.
     Animated images: the first frame.
+
+    `long_side`: the size the caller will resize to. A much larger image is then decoded at reduced size
+    (JPEG: `draft`, DCT scaling during decoding; other formats: `reduce` right after decoding, before any
+    float copy), so memory follows the processing size rather than the file's pixel count.
+    `max_pixels` is also PIL's own limit (`Image.MAX_IMAGE_PIXELS`), which otherwise refuses images above
+    twice its default whatever `max_pixels` says.
     """
     label = name if name is not None else _default_name(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -54,10 +90,9 @@ def decode_image(
             raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
     try:
         with warnings.catch_warnings():
-            # PIL's global bomb limit is replaced by `max_pixels`, checked below from the header alone;
-            # its warning is silenced here only, without touching Image.MAX_IMAGE_PIXELS.
+            # `max_pixels` is checked below from the header alone; PIL's warning is silenced here only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
+            with _open_with_limit(stream, max_pixels) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -65,7 +100,11 @@ def decode_image(
                         f"{max_pixels} (decompression-bomb protection); downscale it or raise max_pixels"
                     )
                 img.seek(0)  # animated images: first frame
+                factor = reduce_factor(width, height, long_side)
+                if factor > 1 and img.format == "JPEG":
+                    img.draft(img.mode, (-(-width // factor), -(-height // factor)))
                 img.load()
+                img = _reduced(img, reduce_factor(*img.size, long_side))
                 img = ImageOps.exif_transpose(img)
                 array = _to_rgb_array(img)
     except ImageError:
@@ -79,6 +118,30 @@ def decode_image(
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"{label}: image has no pixels")
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _open_with_limit(stream: BinaryIO | str | os.PathLike, max_pixels: int) -> Image.Image:
+    """`Image.open` with PIL's own bomb limit (it refuses above twice `Image.MAX_IMAGE_PIXELS`) set to
+    `max_pixels` for this call only: raised or lowered with it, and the global left as it was."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return Image.open(stream)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    if factor <= 1:
+        return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, OSError):  # modes reduce() does not support (P, 1, I;16): decoded at full size
+        return img
 
 
 def _default_name(data: object) -> str:
@@ -155,6 +218,8 @@ def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageError",
+    "max_file_bytes",
+    "reduce_factor",
     "decode_image",
     "encode_image",
     "resize_long_side",

@@ -85,6 +85,12 @@ DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4
 MAX_SIZE = 8192
 """Longest side the engine accepts; larger requests are almost always a typo (and would not fit a GPU)."""
 
+MAX_WEIGHT = 1e20
+"""Largest loss weight: losses and their gradients are float32 (max ~3.4e38), so a weight near 1e308
+overflows at run time; 1e20 is far above any useful α, β or TV weight (the default β is 1e6)."""
+MAX_LR = 1e6
+"""Largest learning rate / L-BFGS step size; beyond it the first step overflows the pixels."""
+
 MAX_STEPS = 100_000
 """Most steps per stage: the paper's results converge within ~1,000; 10⁵ at 512 px is already ~30 GPU-minutes
 per image, so anything larger is a typo that would hold a GPU for days."""
@@ -203,6 +209,14 @@ def validate_params(p: StyleParams) -> list[str]:
     finite("content_weight", p.content_weight, nonneg=True)
     finite("style_weight", p.style_weight, nonneg=True)
     finite("tv_weight", p.tv_weight, nonneg=True)
+    for name, value, limit in (
+        ("lr", p.lr, MAX_LR),
+        ("content_weight", p.content_weight, MAX_WEIGHT),
+        ("style_weight", p.style_weight, MAX_WEIGHT),
+        ("tv_weight", p.tv_weight, MAX_WEIGHT),
+    ):
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > limit:
+            problems.append(f"{name} must be <= {limit:g} (larger values overflow float32), got {value!r}")
     finite("style_scale", p.style_scale, positive=True)
     finite("early_stop", p.early_stop, nonneg=True)
     if p.content_ratio is not None:

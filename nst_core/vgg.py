@@ -257,6 +257,9 @@ def _from_state_dict(
             raise WeightsError(
                 f"weights {source}: {key} has shape {shape}, {arch.value} needs {tuple(ref.shape)}"
             )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            # NaN/inf weights give NaN losses and an all-black image for every row, silently "done".
+            raise WeightsError(f"weights {source}: weights contain non-finite values (NaN or inf) in {key}")
     features.load_state_dict({k: picked[k].float() for k in expected}, assign=True)
     return VGGFeatures(features, arch, source, digest)
 

@@ -7,8 +7,8 @@ Registered on the root app by pipeline/cli.py (`app.command("run")(run_command)`
 from __future__ import annotations
 
 import json
-import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -23,11 +23,12 @@ from pipeline.options import (
     WeightsSha256Opt,
     with_style_params,
 )
+from pipeline.process import exit_code, install_stop_handlers, stdout_to_stderr
 from pipeline.progress import summary_table
 from pipeline.run import DEFAULT_MAX_ROWS, RunError, RunSummary, run_manifest
 from pipeline.status import collect_status, render_status
 from pipeline.storage import parse_storage_options
-from pipeline.tasks import DEFAULT_MAX_PIXELS, STORAGE_TIMEOUT_S
+from pipeline.tasks import DEFAULT_MAX_PIXELS, READ_TIMEOUT_S, STORAGE_TIMEOUT_S
 
 __all__ = ["EXIT_ROWS_FAILED", "RunError", "RunSummary", "run_command", "run_manifest", "status_command"]
 
@@ -87,6 +88,18 @@ def run_command(
             help="Seconds storage may stay unreachable (rows wait, keeping their attempts) before the run stops.",
         ),
     ] = STORAGE_TIMEOUT_S,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            min=0.001,
+            help="Seconds one storage operation (an input read, a write, a listing) may take before it fails.",
+        ),
+    ] = READ_TIMEOUT_S,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Take over the output from a run whose lease is stale (see docs/reliability.md)."),
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
     json_summary: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
@@ -97,12 +110,13 @@ def run_command(
     """Stylise every row of MANIFEST not yet done in --out, on Ray; re-run the same command to resume.
 
     Every engine option below is the run-level default; manifest columns override it per row.
-    Exit codes: 0 all rows done, 2 some rows failed (see `nst status`), 130 interrupted, 1 error.
+    Exit codes: 0 all rows done, 2 some rows failed (see `nst status`), 1 error; stopped by a signal:
+    128 + its number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) after recording the results received so far.
 
     Example: nst run jobs.parquet --out s3://bucket/run1 --size 512 --steps 300
     """
-    _sigterm_as_interrupt()
-    summary = run_manifest(
+    install_stop_handlers()
+    summary = _guarded(json_summary)(
         manifest=manifest,
         out=out,
         params=params,
@@ -120,13 +134,15 @@ def run_command(
         max_rows=max_rows,
         storage_timeout=storage_timeout,
         compile=compile,
+        read_timeout=read_timeout,
+        force=force,
     )
     if json_summary:
         typer.echo(json.dumps(summary.to_dict(), default=str, sort_keys=True))
     else:
         print_summary(summary)
     if summary.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(exit_code())
     if summary.aborted:
         console.print(f"[bold red]error:[/] run stopped: {summary.aborted}")
         raise typer.Exit(1)
@@ -157,16 +173,19 @@ def status_command(
         Console().print(render_status(report))
 
 
-def _sigterm_as_interrupt() -> None:
-    """Treat SIGTERM (schedulers, `kill`) like Ctrl-C: stop scheduling, flush the ledger, exit."""
+def _guarded(json_only: bool) -> Callable[..., RunSummary]:
+    """`run_manifest` with a stop signal outside the driver loop (planning, worker start-up) exiting
+    128 + its number, and, for --json, everything else written to stdout sent to stderr."""
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def call(**kwargs: Any) -> RunSummary:
+        try:
+            with stdout_to_stderr(json_only):
+                return run_manifest(**kwargs)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(exit_code()) from None
 
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. embedded in another app)
-        pass
+    return call
 
 
 def _standalone() -> typer.Typer:

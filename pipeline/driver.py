@@ -48,6 +48,10 @@ MAX_OUTAGE_HOLDS = 20
 """A row held back this often without its store ever recovering for it spends attempts again (bounds a
 single object that keeps refusing connections while the rest of the store answers)."""
 PROBE_TTL_S = 1.0
+EPISODE_MERGE_S = 10.0
+"""A storage failure within this many seconds of the end of an outage continues that outage (one episode,
+and --storage-timeout keeps counting from its first failure) instead of starting a new one: results of
+work started before an outage keep arriving during it, and a flapping store must not reset the bound."""
 
 GroupKey = tuple[str, StyleParams]
 
@@ -139,6 +143,8 @@ class Driver:
         self.ledger_write_failures = 0
         self.storage_timeout = storage_timeout
         self.outage_since: float | None = None
+        self.outage_ended: tuple[float, float] | None = None
+        """(start, end) of the last outage, to merge a failure that follows it closely into the same episode."""
         self.outage_error: str | None = None
         self.ledger_down_since: float | None = None
         self.pause_until = 0.0
@@ -168,7 +174,7 @@ class Driver:
         last_answer = time.monotonic()
         try:
             while True:
-                if self._storage_gave_up():
+                if self._storage_gave_up() or self._lease_lost():
                     break
                 self._release_delayed()
                 self._probe_workers()
@@ -356,11 +362,13 @@ class Driver:
         if kind is ErrorKind.storage and task.outage_holds < MAX_OUTAGE_HOLDS:
             # A failure to connect is an outage even when the store is back by the time the report arrives
             # (clients retry for seconds before giving up); otherwise ask the store now.
-            reason = self._store_down(task)
+            reason, whole_run = self._store_down(task)
             if reason is None and row is not None and row.unreachable:
-                reason = message
-            if reason is not None:
+                reason, whole_run = message, False
+            if reason is not None and whole_run:
                 self._hold_for_outage(task, reason)
+                return
+            if reason is not None and self._hold_row(task):
                 return
         record = self._record(task, row, outcome, spec, kind=kind, message=message)
         self.buffer.append(record)
@@ -375,12 +383,15 @@ class Driver:
 
     # -- storage outages ------------------------------------------------------------------------------
 
-    def _store_down(self, task: RowTask) -> str | None:
-        """Why the store behind the output or this row's inputs does not answer; None if every one does.
+    def _store_down(self, task: RowTask) -> tuple[str | None, bool]:
+        """(why a store behind the output or this row's inputs does not answer, whether it is the output's
+        store: every row then waits), or (None, False) when every one answers.
 
         Local folders are never treated as down: a local I/O error (disk full, bad sector) counts an attempt.
+        An input store other than the output's (an HTTP server holding a few images) only holds its own rows.
         """
         now = time.monotonic()
+        root_key = None if is_local(self.layout.root) else self._store_key(self.layout.root)
         for uri in (self.layout.root, task.content_uri, task.style_uri):
             if is_local(uri):
                 continue
@@ -390,9 +401,22 @@ class Driver:
                 cached = (now, unreachable(uri, self.storage_options))
                 self._probes[key] = cached
             if cached[1] is not None:
-                return cached[1]
+                return cached[1], key == root_key
         self._outage_over()
-        return None
+        return None, False
+
+    def _hold_row(self, task: RowTask) -> bool:
+        """Requeue a row whose own input store does not answer, without spending an attempt or pausing the
+        other rows, for at most --storage-timeout from its first such failure; False once that has passed."""
+        now = time.monotonic()
+        since = task.held_since if task.held_since is not None else now
+        if now - since > self.storage_timeout:
+            return False
+        self.stats.outage_requeues += 1
+        delay = min(OUTAGE_PAUSE_CAP_S, max(BACKOFF_BASE_S, (now - since) / 2))
+        held = RowTask(**{**task.__dict__, "outage_holds": task.outage_holds + 1, "held_since": since})
+        heapq.heappush(self.delayed, (now + delay, next(self._seq), held))
+        return True
 
     def _store_key(self, uri: str) -> str:
         try:
@@ -406,8 +430,11 @@ class Driver:
         """Requeue the row with its attempt unchanged and pause dispatching; backoff grows with the outage."""
         now = time.monotonic()
         if self.outage_since is None:
-            self.outage_since = now
-            self.stats.storage_outages += 1
+            if self.outage_ended is not None and now - self.outage_ended[1] < EPISODE_MERGE_S:
+                self.outage_since = self.outage_ended[0]  # the same outage, flapping: one episode, one bound
+            else:
+                self.outage_since = now
+                self.stats.storage_outages += 1
         self.outage_error = reason
         self.stats.outage_requeues += 1
         pause = min(OUTAGE_PAUSE_CAP_S, max(BACKOFF_BASE_S, (now - self.outage_since) / 2))
@@ -416,8 +443,18 @@ class Driver:
         heapq.heappush(self.delayed, (now + pause, next(self._seq), held))
 
     def _outage_over(self) -> None:
+        if self.outage_since is not None:
+            self.outage_ended = (self.outage_since, time.monotonic())
         self.outage_since = None
         self.outage_error = None
+
+    def _lease_lost(self) -> bool:
+        from pipeline.lease import lost_reason
+
+        reason = lost_reason()
+        if reason is not None:
+            self.stats.aborted = reason
+        return reason is not None
 
     def _storage_gave_up(self) -> bool:
         now = time.monotonic()

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.storage import filesystem, mask_text, mask_uri, write_bytes_atomic
+from pipeline.storage import bounded, filesystem, mask_text, mask_uri, write_bytes_atomic
 
 
 class RowStatus(str, Enum):
@@ -36,6 +36,7 @@ class ErrorKind(str, Enum):
     bad_manifest_row = "bad_manifest_row"  # the manifest row itself is invalid
     invalid_params = "invalid_params"  # parameters the engine refuses
     bad_output_name = "bad_output_name"  # output_name escapes --out, collides or has a bad extension
+    numerical = "numerical"  # non-finite losses or pixels, or a degenerate (uniform) image: never retried
     storage = "storage"  # I/O error talking to storage
     worker_lost = "worker_lost"  # the actor died or its node vanished while holding the row
     oom = "oom"  # out of memory even at batch size 1
@@ -47,7 +48,13 @@ class ErrorKind(str, Enum):
 
 
 PERMANENT_KINDS = frozenset(
-    {ErrorKind.bad_input, ErrorKind.bad_manifest_row, ErrorKind.invalid_params, ErrorKind.bad_output_name}
+    {
+        ErrorKind.bad_input,
+        ErrorKind.bad_manifest_row,
+        ErrorKind.invalid_params,
+        ErrorKind.bad_output_name,
+        ErrorKind.numerical,
+    }
 )
 
 LEDGER_SCHEMA = pa.schema(
@@ -201,21 +208,20 @@ def _conform(table: pa.Table) -> pa.Table:
     return table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
 
 
+READ_ATTEMPTS = 5
+"""A part can vanish between the listing and its read (a concurrent compaction deleting merged parts, whose
+records are already in the new part): the whole ledger is then re-listed and read again."""
+
+
 def _read_parts(fs: Any, paths: Sequence[str]) -> pa.Table:
     tables = []
     for path in paths:
-        with fs.open(path, "rb") as fh:
-            tables.append(_conform(pq.read_table(fh)))
+        data = bounded(fs, "cat_file", path, uri=path)
+        tables.append(_conform(pq.read_table(io.BytesIO(data))))
     return pa.concat_tables(tables)
 
 
-def read_ledger(layout: OutputLayout, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """Every record of every part (duplicates by record_id removed), in part order; empty table if none."""
-    paths = part_paths(layout, storage_options)
-    if not paths:
-        return LEDGER_SCHEMA.empty_table()
-    fs, _ = filesystem(layout.ledger_dir(), storage_options)
-    merged = _read_parts(fs, paths)
+def _unique_records(merged: pa.Table) -> pa.Table:
     seen: set[str] = set()
     keep = []
     for i, rid in enumerate(merged.column("record_id").to_pylist()):
@@ -223,6 +229,27 @@ def read_ledger(layout: OutputLayout, storage_options: Mapping[str, Any] | None 
             seen.add(rid)
             keep.append(i)
     return merged.take(pa.array(keep, type=pa.int64())) if len(keep) != merged.num_rows else merged
+
+
+def _read_all(layout: OutputLayout, storage_options: Mapping[str, Any] | None) -> tuple[list[str], pa.Table]:
+    """(parts, every record in part order, duplicates included), consistent despite a concurrent compaction."""
+    fs, _ = filesystem(layout.ledger_dir(), storage_options)
+    for attempt in range(READ_ATTEMPTS):
+        paths = part_paths(layout, storage_options)
+        if not paths:
+            return [], LEDGER_SCHEMA.empty_table()
+        try:
+            return paths, _read_parts(fs, paths)
+        except FileNotFoundError:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def read_ledger(layout: OutputLayout, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """Every record of every part (duplicates by record_id removed), in part order; empty table if none."""
+    _, merged = _read_all(layout, storage_options)
+    return _unique_records(merged) if merged.num_rows else merged
 
 
 @dataclass
@@ -275,21 +302,28 @@ def referenced_curves(table: pa.Table) -> set[str]:
 def compact(
     layout: OutputLayout, storage_options: Mapping[str, Any] | None = None, *, min_parts: int = 64
 ) -> int:
-    """Merge many small parts into one: write the merged part first, then delete the old ones.
+    """Merge the parts into one, each record once: write the merged part first, then delete the old ones.
 
-    A crash between the two leaves duplicate records, which `read_ledger` drops by record_id, so the
-    ledger stays consistent at every instant. Returns the number of parts removed.
+    Runs when there are `min_parts` parts or more, and whenever two parts hold the same record (what a
+    crash between the write and the deletes leaves; `read_ledger` drops those by record_id meanwhile, so
+    the ledger stays consistent at every instant). Returns the number of parts removed.
     """
     paths = part_paths(layout, storage_options)
-    if len(paths) < min_parts:
+    if len(paths) < 2:
+        return 0
+    paths, merged = _read_all(layout, storage_options)
+    unique = _unique_records(merged)
+    if len(paths) < min_parts and unique.num_rows == merged.num_rows:
         return 0
     fs, _ = filesystem(layout.ledger_dir(), storage_options)
-    merged = _read_parts(fs, paths)
     sink = io.BytesIO()
-    pq.write_table(merged, sink, compression="zstd")
+    pq.write_table(unique, sink, compression="zstd")
     write_bytes_atomic(layout.new_ledger_part_uri(), sink.getvalue(), storage_options)
     for path in paths:
-        fs.rm_file(path)
+        try:
+            bounded(fs, "rm_file", path, uri=path)
+        except FileNotFoundError:
+            pass
     return len(paths)
 
 

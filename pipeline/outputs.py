@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.storage import filesystem, is_local, join, mask_uri
+from jobs.names import IMAGE_FORMATS, extension_of, output_name_problem, row_id_problem
+from pipeline.storage import TMP_PREFIX, StorageError, bounded, filesystem, is_local, join, mask_uri
+
+__all__ = ["IMAGE_FORMATS", "TMP_PREFIX"]
 
 IMAGES_DIR = "images"
 CURVES_DIR = "curves"
 LEDGER_DIR = "_ledger"
 RUN_JSON = "run.json"
-IMAGE_FORMATS: dict[str, str] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
-"""Output extension → encoder format name."""
+LEASE = "_lease.json"
 DEFAULT_EXTENSION = "png"
-TMP_PREFIX = ".tmp-"
 
 
 class OutputNameError(ValueError):
@@ -32,35 +32,25 @@ class OutputNameError(ValueError):
 
 
 def validate_output_name(name: str) -> str:
-    """The normalised relative path for a manifest `output_name`, or OutputNameError saying why not.
+    """`name` itself when it may name an output file under `images/` (jobs/names.py: the one rule that
+    `manifest validate` applies too), else OutputNameError saying why not."""
+    problem = output_name_problem(name) if isinstance(name, str) else "output_name is not a string"
+    if problem is not None:
+        raise OutputNameError(problem)
+    return name
 
-    The name is relative to `images/`: absolute paths, `..` segments, URI schemes, backslashes and hidden
-    temporary prefixes are refused, so no row can write outside the output folder or over run records.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise OutputNameError("output_name is empty")
-    if "\\" in name or "\x00" in name:
-        raise OutputNameError(f"output_name {name!r} contains a backslash or NUL byte")
-    if "://" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise OutputNameError(f"output_name {name!r} must be a relative path inside the output folder")
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise OutputNameError(f"output_name {name!r} may not contain empty, '.' or '..' path segments")
-    if any(part.startswith(TMP_PREFIX) for part in parts):
-        raise OutputNameError(
-            f"output_name {name!r} may not start with {TMP_PREFIX!r} (reserved for temporary files)"
-        )
-    extension = posixpath.splitext(parts[-1])[1].lower().lstrip(".")
-    if extension not in IMAGE_FORMATS:
-        raise OutputNameError(
-            f"output_name {name!r} must end in one of {', '.join('.' + e for e in IMAGE_FORMATS)}"
-        )
-    return posixpath.normpath(name)
+
+def validate_row_id(row_id: str) -> str:
+    """`row_id` itself when `<row_id>.png` may name an output file, else OutputNameError."""
+    problem = row_id_problem(row_id) if isinstance(row_id, str) else "row_id is not a string"
+    if problem is not None:
+        raise OutputNameError(problem)
+    return row_id
 
 
 def image_format(name: str) -> str:
     """Encoder format for an image name, from its extension."""
-    return IMAGE_FORMATS[posixpath.splitext(name)[1].lower().lstrip(".")]
+    return IMAGE_FORMATS[extension_of(name)]
 
 
 class OutputLayout:
@@ -72,7 +62,7 @@ class OutputLayout:
     def image_relpath(self, row_id: str, output_name: str | None) -> str:
         if output_name is not None:
             return f"{IMAGES_DIR}/{validate_output_name(output_name)}"
-        return f"{IMAGES_DIR}/{row_id}.{DEFAULT_EXTENSION}"
+        return f"{IMAGES_DIR}/{validate_row_id(row_id)}.{DEFAULT_EXTENSION}"
 
     def image_uri(self, row_id: str, output_name: str | None = None) -> str:
         return join(self.root, self.image_relpath(row_id, output_name))
@@ -101,10 +91,15 @@ def check_inside(root: str, uri: str) -> None:
     """For local outputs, refuse a target whose real path (symlinks resolved) leaves the output folder."""
     if not is_local(root):
         return
-    root_real = os.path.realpath(root.removeprefix("file://"))
+    base = root.removeprefix("file://").rstrip("/") or "/"
+    if not os.path.isdir(base):
+        # A vanished --out is a storage failure (retried), never a verdict on the row's name.
+        raise StorageError(f"output folder {mask_uri(root)} is missing (deleted or unmounted?)")
+    root_real = os.path.realpath(base)
     parent = os.path.dirname(uri.removeprefix("file://"))
-    # Resolve the deepest existing ancestor: a symlinked directory inside --out must not point outside it.
-    while parent and not os.path.exists(parent):
+    # Resolve the deepest existing ancestor (never above --out, which exists): a symlinked directory inside
+    # --out must not point outside it.
+    while parent and len(parent) > len(base) and not os.path.exists(parent):
         parent = os.path.dirname(parent)
     real = os.path.realpath(parent or ".")
     if real != root_real and not real.startswith(root_real + os.sep):
@@ -118,7 +113,7 @@ def check_layout_inside(root: str) -> None:
         return
     base = root.removeprefix("file://").rstrip("/") or "/"
     root_real = os.path.realpath(base)
-    for name in (IMAGES_DIR, CURVES_DIR, LEDGER_DIR, RUN_JSON):
+    for name in (IMAGES_DIR, CURVES_DIR, LEDGER_DIR, RUN_JSON, LEASE):
         path = os.path.join(base, name)
         if not os.path.lexists(path):
             continue
@@ -136,9 +131,9 @@ def list_files(uri: str, storage_options: Mapping[str, Any] | None = None) -> li
     try:
         # Other processes (workers, an earlier driver) write here: never answer from a cached listing.
         fs.invalidate_cache()
-        if not fs.exists(path):
+        if not bounded(fs, "exists", path, uri=uri):
             return []
-        return sorted(fs.find(path))
+        return sorted(bounded(fs, "find", path, uri=uri))
     except FileNotFoundError:
         return []
 

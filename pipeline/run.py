@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import wraps
 from typing import Any
 
 from nst_core.params import Arch, StyleParams
+from pipeline.lease import LeaseHeld, lease_run_id, one_run_per_output
 from pipeline.ledger import (
     ErrorKind,
     LedgerRecord,
@@ -35,6 +38,7 @@ from pipeline.outputs import (
     list_files,
     sweep_temporary,
 )
+from pipeline.process import install_stop_handlers
 from pipeline.storage import (
     StorageError,
     describe_storage_error,
@@ -47,10 +51,11 @@ from pipeline.storage import (
     mask_uri,
     protocol_of,
     read_bytes,
+    set_operation_timeout,
     storage_errors,
     write_bytes_atomic,
 )
-from pipeline.tasks import DEFAULT_MAX_PIXELS, STORAGE_TIMEOUT_S, RowTask, WorkerConfig
+from pipeline.tasks import DEFAULT_MAX_PIXELS, READ_TIMEOUT_S, STORAGE_TIMEOUT_S, RowTask, WorkerConfig
 
 STYLE_CACHE_SIZE = 32
 DEFAULT_MAX_ROWS = 10_000_000
@@ -277,6 +282,21 @@ def write_run_json(
     )
 
 
+def _one_run(func: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """Hold the output's lease for the whole run (pipeline/lease.py); a held lease is a one-line RunError."""
+    leased = one_run_per_output(func)
+
+    @wraps(func)
+    def wrapper(**kwargs: Any) -> RunSummary:
+        try:
+            return leased(**kwargs)
+        except LeaseHeld as exc:
+            raise RunError(str(exc)) from None
+
+    return wrapper
+
+
+@_one_run
 def run_manifest(
     *,
     manifest: str,
@@ -296,8 +316,14 @@ def run_manifest(
     max_rows: int = DEFAULT_MAX_ROWS,
     storage_timeout: float = STORAGE_TIMEOUT_S,
     compile: bool = False,
+    read_timeout: float = READ_TIMEOUT_S,
+    force: bool = False,
 ) -> RunSummary:
-    """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
+    """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure.
+
+    One run per output: a second run on the same `out` refuses while the first holds its lease; `force`
+    takes over a lease whose heartbeat is stale (pipeline/lease.py).
+    """
     import ray
 
     from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
@@ -318,6 +344,7 @@ def run_manifest(
         raise ValueError(f"--max-pixels and --max-rows must be >= 1, got {max_pixels} and {max_rows}")
     if not storage_timeout > 0:
         raise ValueError(f"--storage-timeout must be > 0 seconds, got {storage_timeout}")
+    _bound_storage_operations(read_timeout, storage_timeout)
     fixed_batch = _parse_batch_size(batch_size)
     if num_workers is not None and num_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {num_workers}")
@@ -327,7 +354,7 @@ def run_manifest(
             raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
     options = dict(storage_options or {})
     layout = OutputLayout(out)
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = lease_run_id() or f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_wall = time.time()
     started_at = utcnow()
 
@@ -393,13 +420,13 @@ def run_manifest(
     )
     if not plan.tasks:
         summary.seconds = time.time() - started_wall
-        with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
-            _finish_record(record, summary, layout, options, history)
+        _close_run(record, summary, layout, options, history)
         return summary
 
     with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
         write_run_json(layout, record, options)
-    with ray_session(address) as info:
+    with ray_session(address) as info, _ending_recorded(record, layout, options, history):
+        install_stop_handlers()  # after ray.init: its C++ SIGTERM handler would abort the process
         check_uris_reachable(
             [out]
             + [t.content_uri for t in plan.tasks]
@@ -422,6 +449,7 @@ def run_manifest(
             target_cache_size=STYLE_CACHE_SIZE,
             max_pixels=max_pixels,
             compile=compile,
+            read_timeout=min(read_timeout, storage_timeout),
         )
         actors = create_workers(worker_plan, config, run_id)
         try:
@@ -485,14 +513,73 @@ def run_manifest(
     summary.cache_hits, summary.cache_misses = driver.cache_counts()
     summary.seconds = time.time() - started_wall
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
+    _close_run(record, summary, layout, options, history)
+    return summary
+
+
+def _bound_storage_operations(read_timeout: float, storage_timeout: float) -> None:
+    """Every storage operation of the driver fails after --read-timeout (and never outlasts
+    --storage-timeout), so a store that stops answering shows up as failures the outage logic can count."""
+    if not read_timeout > 0:
+        raise ValueError(f"--read-timeout must be > 0 seconds, got {read_timeout}")
+    set_operation_timeout(min(read_timeout, storage_timeout))
+
+
+def _close_run(
+    record: dict[str, Any],
+    summary: RunSummary,
+    layout: OutputLayout,
+    options: dict[str, Any],
+    history: list[Any],
+) -> None:
+    """Compact the ledger (also on a no-op re-run: it removes duplicates a killed compaction left), count
+    this run's done rows from the records that exist, and write the final run.json."""
     try:
         compact(layout, options)
+    except KeyboardInterrupt:
+        summary.interrupted = True
     except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the parts are intact
         if not is_storage_error(exc):
             raise
+    summary.done = _recorded_done(layout, options, summary.run_id, summary.done)
     with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
         _finish_record(record, summary, layout, options, history)
-    return summary
+
+
+def _recorded_done(layout: OutputLayout, options: dict[str, Any], run_id: str, counted: int) -> int:
+    """Rows this run recorded done, from the ledger itself: records lost with a deleted --out do not count."""
+    if not counted:
+        return counted
+    try:
+        table = read_ledger(layout, options)
+    except Exception:  # noqa: BLE001 - the driver's own count stands when the ledger cannot be read
+        return counted
+    rows = table.select(["run_id", "status", "row_id"]).to_pylist()
+    return len({r["row_id"] for r in rows if r["run_id"] == run_id and r["status"] == RowStatus.done.value})
+
+
+@contextmanager
+def _ending_recorded(
+    record: dict[str, Any], layout: OutputLayout, options: dict[str, Any], history: list[Any]
+) -> Iterator[None]:
+    """run.json never stays `running` after the process ends: an exception or a stop signal escaping the
+    run is recorded (`failed` with the error line, or `interrupted`) before it propagates."""
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        record["status"] = "interrupted" if interrupted else "failed"
+        record["error"] = "interrupted" if interrupted else mask_text(
+            " ".join((str(exc) or type(exc).__name__).split()), options
+        )
+        record["finished_at"] = utcnow().isoformat()
+        history.append({k: record.get(k) for k in ("run_id", "status", "started_at", "finished_at", "error")})
+        record["history"] = history[-100:]
+        try:
+            write_run_json(layout, record, options)
+        except Exception:  # noqa: BLE001 - the store may be the reason; the original error matters more
+            pass
+        raise
 
 
 def _check_row_count(manifest: str, max_rows: int, options: Mapping[str, Any] | None) -> None:

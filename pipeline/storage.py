@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +20,8 @@ import fsspec
 from fsspec.core import split_protocol
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
+TMP_PREFIX = ".tmp-"
+"""Prefix of temporary files (swept at start); no output name may start with it."""
 _SECRET_KEY = re.compile(r"(secret|token|password|passwd|key|credential|signature|sas)", re.IGNORECASE)
 _URI_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@]+)@")
 _QUERY_SECRET = re.compile(
@@ -31,6 +35,98 @@ class StorageError(RuntimeError):
 
 class InputMissing(FileNotFoundError):
     """An input file that does not exist (permanent for this row: retrying will not help)."""
+
+
+class InputRefused(ValueError):
+    """An input that is not read at all: not a regular file (FIFO, device, socket) or over the byte limit."""
+
+
+OPERATION_TIMEOUT_S = 60.0
+"""Default wall-clock bound of one storage operation (`--read-timeout`): a store that accepts connections
+and never answers makes the operation fail instead of holding its row (aiohttp waits 300 s per try)."""
+_timeout = {"seconds": OPERATION_TIMEOUT_S}
+
+
+def set_operation_timeout(seconds: float) -> None:
+    """Bound every later storage operation of this process (the driver and each worker set it per run)."""
+    if not seconds > 0:
+        raise ValueError(f"storage operation timeout must be > 0 seconds, got {seconds}")
+    _timeout["seconds"] = float(seconds)
+
+
+def operation_timeout() -> float:
+    return _timeout["seconds"]
+
+
+def bounded(fs: Any, method: str, *args: Any, uri: str = "", timeout: float | None = None, **kwargs: Any) -> Any:
+    """`fs.<method>(*args)` that fails with TimeoutError naming the endpoint after `timeout` seconds.
+
+    Async backends (s3, gcs, http, …) get the bound inside their event loop, which cancels the request;
+    other remote backends run the call in a helper thread (left to finish on its own after a timeout).
+    Local files are called directly: only regular files are ever opened (see `read_bytes`).
+    """
+    seconds = operation_timeout() if timeout is None else timeout
+    from fsspec.asyn import AsyncFileSystem, sync
+
+    if isinstance(fs, AsyncFileSystem) and hasattr(fs, f"_{method}") and not fs.asynchronous:
+        try:
+            return sync(fs.loop, getattr(fs, f"_{method}"), *args, timeout=seconds, **kwargs)
+        except TimeoutError as exc:
+            if str(exc).strip():
+                raise
+            raise TimeoutError(_no_answer(uri, fs, seconds, method)) from None
+    if _fs_is_local(fs):
+        return getattr(fs, method)(*args, **kwargs)
+    try:
+        return call_bounded(lambda: getattr(fs, method)(*args, **kwargs), uri=uri, what=method, timeout=seconds)
+    except TimeoutError as exc:
+        if "no answer from" in str(exc):
+            raise TimeoutError(_no_answer(uri, fs, seconds, method)) from None
+        raise
+
+
+def call_bounded(fn: Any, *, uri: str, what: str, timeout: float | None = None) -> Any:
+    """`fn()` for operations that are not one filesystem method (open + write + close), in a helper thread,
+    failing with TimeoutError naming the endpoint after `timeout` seconds (default: the operation timeout)."""
+    seconds = operation_timeout() if timeout is None else timeout
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="nst-storage-op")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer from {endpoint_of(uri, None)} within {seconds:g} s ({what} {mask_uri(uri)})")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _fs_is_local(fs: Any) -> bool:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return protocol in LOCAL_PROTOCOLS
+
+
+def _no_answer(uri: str, fs: Any, seconds: float, method: str) -> str:
+    return f"no answer from {endpoint_of(uri, fs)} within {seconds:g} s ({method} {mask_uri(uri)})"
+
+
+def endpoint_of(uri: str, fs: Any = None) -> str:
+    """The server behind a URI, for error lines: the configured endpoint URL, else the scheme and host."""
+    endpoint = None
+    if fs is not None:
+        client = getattr(fs, "client_kwargs", None) or {}
+        endpoint = client.get("endpoint_url") or getattr(fs, "endpoint_url", None)
+    if endpoint:
+        return f"endpoint {mask_uri(str(endpoint))}"
+    protocol, path = split_protocol(uri)
+    host = (path or "").split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{protocol or 'file'}://{host}" if host else (protocol or "file")
 
 
 _NETWORK_PACKAGES = frozenset(
@@ -107,7 +203,7 @@ def unreachable(uri: str, storage_options: Mapping[str, Any] | None = None) -> s
     try:
         fs, path = filesystem(uri, storage_options)
         fs.invalidate_cache()
-        fs.info(path)
+        bounded(fs, "info", path, uri=uri, timeout=min(operation_timeout(), PROBE_TIMEOUT_S))
     except FileNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001 - only a network failure is an outage
@@ -115,6 +211,10 @@ def unreachable(uri: str, storage_options: Mapping[str, Any] | None = None) -> s
             return None
         return describe_storage_error(exc, storage_options) if is_storage_error(exc) else None
     return None
+
+
+PROBE_TIMEOUT_S = 10.0
+"""An outage probe is one metadata call: a store that has not answered it in 10 s is down for now."""
 
 
 def protocol_of(uri: str) -> str:
@@ -153,10 +253,28 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+def read_bytes(
+    uri: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    max_bytes: int | None = None,
+    timeout: float | None = None,
+) -> bytes:
+    """The whole object, read within `timeout` seconds and at most `max_bytes` long (InputRefused beyond).
+
+    Local paths must be regular files, checked before opening: a FIFO would block `open()` for ever and a
+    device (`/dev/zero`) never ends.
+    """
     fs, path = filesystem(uri, storage_options)
     try:
-        return fs.cat_file(path)  # type: ignore[no-any-return]
+        if _fs_is_local(fs):
+            return _read_local(path, uri, max_bytes)
+        if max_bytes is None:
+            return bounded(fs, "cat_file", path, uri=uri, timeout=timeout)  # type: ignore[no-any-return]
+        data = bounded(fs, "cat_file", path, uri=uri, timeout=timeout, start=0, end=max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InputRefused(f"larger than the {max_bytes}-byte read limit (from --max-pixels): {mask_uri(uri)}")
+        return data  # type: ignore[no-any-return]
     except FileNotFoundError:
         raise InputMissing(f"file not found: {mask_uri(uri)}") from None
     except IsADirectoryError:
@@ -165,9 +283,33 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> by
         raise InputMissing(f"permission denied: {mask_uri(uri)}") from None
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_local(path: str, uri: str, max_bytes: int | None) -> bytes:
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise InputRefused(f"not a regular file ({kind}): {mask_uri(uri)}")
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced between the check and the open
+            raise InputRefused(f"not a regular file: {mask_uri(uri)}")
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputRefused(f"larger than the {max_bytes}-byte read limit (from --max-pixels): {mask_uri(uri)}")
+    return data
+
+
 def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     fs, path = filesystem(uri, storage_options)
-    return bool(fs.exists(path))
+    return bool(bounded(fs, "exists", path, uri=uri))
 
 
 def write_bytes_atomic(uri: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -181,7 +323,7 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: Mapping[str, Any]
     if protocol_of(uri) in LOCAL_PROTOCOLS:
         directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:16]}")  # short: the name's bytes are the limit
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -197,10 +339,12 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: Mapping[str, Any]
         return
     parent = path.rsplit("/", 1)[0]
     try:
-        fs.makedirs(parent, exist_ok=True)
+        bounded(fs, "makedirs", parent, uri=uri, exist_ok=True)
+    except TimeoutError:
+        raise
     except Exception:  # object stores have no directories; some backends refuse makedirs
         pass
-    fs.pipe_file(path, data)
+    bounded(fs, "pipe_file", path, data, uri=uri)
 
 
 def mask_uri(uri: str) -> str:

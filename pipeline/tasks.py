@@ -14,6 +14,8 @@ from nst_core.params import StyleParams
 DEFAULT_MAX_PIXELS = 89_478_485
 """nst_core.images.DEFAULT_MAX_PIXELS (PIL's own bomb limit), restated so this module stays torch-free;
 tests/hardening checks that the two agree."""
+READ_TIMEOUT_S = 60.0
+"""`--read-timeout` default: wall-clock bound of one storage operation (pipeline.storage.OPERATION_TIMEOUT_S)."""
 STORAGE_TIMEOUT_S = 300.0
 """`--storage-timeout` default: how long storage may stay unreachable before a run stops."""
 
@@ -31,9 +33,11 @@ class WorkerConfig:
     style_image_cache_size: int = 16
     io_threads: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
+    """Largest image (width x height) a worker decodes; bigger ones fail their row (decompression bombs)."""
     compile: bool = False
     """torch.compile the step (execution setting: the image is the same either way)."""
-    """Largest image (width x height) a worker decodes; bigger ones fail their row (decompression bombs)."""
+    read_timeout: float = READ_TIMEOUT_S
+    """Seconds one storage operation of the worker (input read, output write) may take."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class RowTask:
     attempt: int = 1
     outage_holds: int = 0
     """Times this row went back to the queue during a storage outage without spending an attempt."""
+    held_since: float | None = None
+    """Driver clock (time.monotonic) of the first hold for this row's own input store not answering."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ call reads and decodes its images, and the previous one encodes and uploads its 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -21,7 +22,14 @@ from typing import Any
 import torch
 
 from nst_core.engine import ImageResult, Stylizer
-from nst_core.images import ImageError, decode_image, encode_image, resize_to, resized_shape
+from nst_core.images import (
+    ImageError,
+    decode_image,
+    encode_image,
+    max_file_bytes,
+    resize_to,
+    resized_shape,
+)
 from nst_core.metrics import row_metrics
 from nst_core.params import StyleParams
 from nst_core.targets import Style, needs_content
@@ -31,11 +39,13 @@ from pipeline.ledger import ErrorKind, utcnow
 from pipeline.outputs import OutputNameError, check_inside
 from pipeline.storage import (
     InputMissing,
+    InputRefused,
     StorageError,
     is_connection_error,
     is_storage_error,
     mask_text,
     read_bytes,
+    set_operation_timeout,
     write_bytes_atomic,
 )
 from pipeline.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask, WorkerConfig
@@ -69,11 +79,44 @@ def is_oom(exc: BaseException) -> bool:
 
 def classify_read_error(exc: BaseException) -> ErrorKind:
     """Bad input is the row's fault (not retried); an I/O failure may pass (retried)."""
-    if isinstance(exc, (InputMissing, ImageError, OutputNameError)):
+    if isinstance(exc, (InputMissing, InputRefused, ImageError, OutputNameError)):
         return ErrorKind.bad_input
     if is_storage_error(exc):
         return ErrorKind.storage
+    if isinstance(exc, ValueError) or _is_client_validation(exc):
+        # A URI the storage client refuses to send (botocore's ParamValidationError for a bucket name like
+        # "user:password@bucket"): the row's URI is at fault and retrying cannot help.
+        return ErrorKind.bad_input
     return ErrorKind.internal
+
+
+def _is_client_validation(exc: BaseException) -> bool:
+    return any(c.__name__ in ("ParamValidationError", "InvalidBucketName") for c in type(exc).__mro__)
+
+
+def numerical_problem(result: ImageResult, content: torch.Tensor) -> str | None:
+    """Why a finished row must not be recorded done, or None: non-finite losses or pixels (NaN weights or
+    an overflow give an all-black image that looks like a result), or a uniform image after optimising a
+    non-uniform content (a collapsed optimisation). Such a row fails as `numerical` and is not retried:
+    the same inputs and parameters fail the same way."""
+    bad = sorted(k for k, v in result.final.items() if not math.isfinite(float(v)))
+    if bad:
+        return f"non-finite loss ({', '.join(f'{k}={result.final[k]}' for k in bad)}) after {result.steps_run} steps"
+    image = result.image
+    if not bool(torch.isfinite(image).all()):
+        return f"the image has non-finite pixels after {result.steps_run} steps"
+    if result.steps_run > 0 and _uniform(image) and not _uniform(content):
+        value = [round(float(v), 4) for v in image[:, 0, 0]]
+        return (
+            f"degenerate image: every pixel is {value} after {result.steps_run} steps of a non-uniform content "
+            "(check the weights and the loss weights)"
+        )
+    return None
+
+
+def _uniform(image: torch.Tensor) -> bool:
+    flat = image.detach().reshape(image.shape[0], -1).float()
+    return bool((flat.amax(dim=1) - flat.amin(dim=1)).max() == 0)
 
 
 _LAYER_BLOCK = re.compile(r"^(conv|relu|pool)(\d+)")
@@ -109,7 +152,9 @@ def check_shape(image: torch.Tensor, long_side: int, need: int, label: str) -> N
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return (
-        text if isinstance(exc, (InputMissing, ImageError, StorageError)) else f"{type(exc).__name__}: {text}"
+        text
+        if isinstance(exc, (InputMissing, InputRefused, ImageError, StorageError))
+        else f"{type(exc).__name__}: {text}"
     )
 
 
@@ -121,6 +166,7 @@ class StyleWorker:
 
         self.config = config
         self.name = name
+        set_operation_timeout(config.read_timeout)
         self.gpu_ids = _ray_gpu_ids()
         # Ray restricts CUDA_VISIBLE_DEVICES to this actor's GPU, so it is local index 0.
         self.device = "cuda:0" if self.gpu_ids and torch.cuda.is_available() else "cpu"
@@ -186,7 +232,7 @@ class StyleWorker:
         # 1. Read and decode (outside the device lock: overlaps the other call's optimisation).
         style_image: torch.Tensor | None = None
         try:
-            style_image = self._style_image(spec.rows[0].style_uri)
+            style_image = self._style_image(spec.rows[0].style_uri, _style_side(spec.rows[0].params))
         except Exception as exc:  # noqa: BLE001 - every row of the batch shares this style
             for task in spec.rows:
                 fail(task, classify_read_error(exc), f"style {describe(exc)}", exc)
@@ -206,7 +252,10 @@ class StyleWorker:
                 style_image = None
         contents: dict[str, torch.Tensor] = {}
         if style_image is not None:
-            futures = {task.row_id: self._io.submit(self._read_image, task.content_uri) for task in spec.rows}
+            futures = {
+                task.row_id: self._io.submit(self._read_image, task.content_uri, _content_side(task.params))
+                for task in spec.rows
+            }
             for task in spec.rows:
                 try:
                     image = futures[task.row_id].result()
@@ -234,6 +283,11 @@ class StyleWorker:
                     self.batches_run += 1
                     results = {t.row_id: r for t, r in zip(ready, out, strict=True)}
                     for task in ready:
+                        problem = numerical_problem(results[task.row_id], contents[task.row_id])
+                        if problem is not None:
+                            del results[task.row_id]
+                            fail(task, ErrorKind.numerical, problem)
+                            continue
                         metrics[task.row_id] = self._metrics(
                             results[task.row_id].image, contents[task.row_id], style, style_image, task.params
                         )
@@ -335,23 +389,39 @@ class StyleWorker:
         finally:
             self.stylizer.cache_hits, self.stylizer.cache_misses = counters
 
-    def _read_image(self, uri: str) -> torch.Tensor:
-        data = read_bytes(uri, self.config.storage_options)
-        return decode_image(data, name=mask_text(uri), max_pixels=self.config.max_pixels)
+    def _read_image(self, uri: str, long_side: int | None = None) -> torch.Tensor:
+        """Read with the byte limit and timeout of the run; decode at reduced size when much larger than
+        `long_side` (the size the engine resizes it to)."""
+        data = read_bytes(
+            uri,
+            self.config.storage_options,
+            max_bytes=max_file_bytes(self.config.max_pixels),
+            timeout=self.config.read_timeout,
+        )
+        return decode_image(data, name=mask_text(uri), max_pixels=self.config.max_pixels, long_side=long_side)
 
-    def _style_image(self, uri: str) -> torch.Tensor:
+    def _style_image(self, uri: str, long_side: int | None = None) -> torch.Tensor:
+        key = (uri, long_side)
         with self._style_lock:
-            if uri in self.style_images:
-                return self.style_images[uri]  # type: ignore[no-any-return]
-        image = self._read_image(uri)
+            if key in self.style_images:
+                return self.style_images[key]  # type: ignore[no-any-return]
+        image = self._read_image(uri, long_side)
         with self._style_lock:
-            self.style_images[uri] = image
+            self.style_images[key] = image
         return image
 
     def _release_memory(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
         time.sleep(0)
+
+
+def _content_side(params: StyleParams) -> int:
+    return max(side for side, _ in params.stages())
+
+
+def _style_side(params: StyleParams) -> int:
+    return max(1, math.ceil(_content_side(params) * params.style_scale))
 
 
 def _ray_gpu_ids() -> list[Any]:

@@ -1,0 +1,56 @@
+"""The one rule for the file names a manifest row gives its output: `row_id` (→ `images/<row_id>.png`) and
+`output_name`. Used by the manifest scanner (`manifest validate`, the reader) and by pipeline.outputs at
+write time, so a name the validator accepts is a name the run can write, and the reverse.
+
+Why each part: a path separator or `.`/`..` would leave `images/`; a leading `.` covers those and the
+`.tmp-` prefix of temporary files, which the start-up sweep deletes; file systems limit a name to 255
+*bytes* (ext4, APFS, NTFS), so lengths are counted in UTF-8 bytes (temporary names have a fixed short
+length and no longer add to the final name).
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+IMAGE_FORMATS: dict[str, str] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+"""Output extension → encoder format name."""
+MAX_NAME_BYTES = 255
+"""The file-name limit of ext4, APFS and NTFS; object stores allow more, but outputs may be synced locally."""
+MAX_ROW_ID_BYTES = 200
+"""Leaves room for the extension (`<row_id>.png`) within MAX_NAME_BYTES."""
+CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
+SEPARATOR_PATTERN = r"[/\\]"
+
+
+def _common_problem(what: str, name: str) -> str | None:
+    if name == "":
+        return f"{what} is an empty string" + ("; use null for the default" if what == "output_name" else "")
+    if "/" in name or "\\" in name:
+        return f"{what} {name!r} contains a path separator; it must be a plain file name inside the output folder"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return f"{what} {name!r} contains a control character"
+    if name.startswith("."):
+        return f"{what} {name!r} starts with '.' ('.', '..' and hidden or temporary '.tmp-' names are reserved)"
+    return None
+
+
+def row_id_problem(row_id: str) -> str | None:
+    """Why `row_id` cannot name an output file, or None."""
+    problem = _common_problem("row_id", row_id)
+    if problem is None and len(row_id.encode("utf-8")) > MAX_ROW_ID_BYTES:
+        problem = f"row_id is longer than {MAX_ROW_ID_BYTES} bytes (UTF-8)"
+    return problem
+
+
+def output_name_problem(name: str) -> str | None:
+    """Why `output_name` cannot name an output file, or None."""
+    problem = _common_problem("output_name", name)
+    if problem is None and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        problem = f"output_name is longer than {MAX_NAME_BYTES} bytes (UTF-8)"
+    if problem is None and extension_of(name) not in IMAGE_FORMATS:
+        problem = f"output_name {name!r} must end in one of {', '.join('.' + e for e in IMAGE_FORMATS)}"
+    return problem
+
+
+def extension_of(name: str) -> str:
+    return posixpath.splitext(name)[1].lower().lstrip(".")
