@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
 from jobs.coerce import coerce
+from jobs.options import options_for
 from jobs.schema import LIST_KINDS, PARAM_KINDS, Kind, arrow_type_for
 from jobs.sources import list_sources
 from nst_core.params import StyleParams, format_field
@@ -151,7 +152,7 @@ def write_manifest(
     style_arr = pa.array(styles, pa.string())
     param_arrs = {c: pa.array([_cell(c, s.get(c)) for s in sets], arrow_type_for(c)) for c in columns}
 
-    fs, path = fsspec.core.url_to_fs(output, **dict(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(output, **options_for(output, storage_options))
     if not overwrite and fs.exists(path):
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
     local = split_protocol(output)[0] in (None, "file", "local")

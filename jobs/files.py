@@ -19,6 +19,8 @@ from typing import Any
 
 import fsspec
 
+from jobs.options import options_for
+
 DEFAULT_WORKERS = 16
 
 
@@ -35,7 +37,7 @@ def check_image(
 ) -> str | None:
     """Why this URI is not a usable image, or None when it opens and decodes."""
     try:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as handle:
+        with fsspec.open(uri, "rb", **options_for(uri, storage_options)) as handle:
             data = handle.read()
     except FileNotFoundError:
         return "file not found"

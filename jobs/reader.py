@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.options import options_for
 from jobs.scan import BatchScanner, Issue, Layout, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, ROW_ID_COLUMN, ManifestError, ManifestRow, RowProblem
 from nst_core.params import StyleParams
@@ -31,7 +32,7 @@ DEFAULT_BATCH_ROWS = 65536
 def open_parquet(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[pq.ParquetFile]:
     """The manifest as a ParquetFile; every way of failing becomes one ManifestError naming the file."""
     try:
-        handle = fsspec.open(uri, "rb", **dict(storage_options or {})).open()
+        handle = fsspec.open(uri, "rb", **options_for(uri, storage_options)).open()
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {uri}") from None
     except IsADirectoryError:
@@ -198,7 +199,7 @@ def manifest_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = N
     """sha256 of the manifest's bytes, recorded in run.json so a resumed run can tell the file changed."""
     digest = hashlib.sha256()
     try:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as handle:
+        with fsspec.open(uri, "rb", **options_for(uri, storage_options)) as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     except FileNotFoundError:

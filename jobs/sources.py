@@ -16,6 +16,8 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol
 
+from jobs.options import options_for
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 LIST_EXTENSIONS: tuple[str, ...] = (".txt", ".csv")
 
@@ -55,7 +57,7 @@ def _read_list(src: str, fs: Any, path: str, column: str) -> list[str]:
 def list_sources(src: str, *, column: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Sorted, de-duplicated URIs for one source; ValueError when it names nothing or matches no image."""
     try:
-        fs, path = fsspec.core.url_to_fs(src, **dict(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(src, **options_for(src, storage_options))
     except (ImportError, ValueError) as exc:
         raise ValueError(f"cannot open {src}: {exc}") from None
     if any(ch in path for ch in "*?["):

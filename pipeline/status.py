@@ -13,10 +13,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from nst_core.params import StyleParams
 from pipeline.ledger import PERMANENT_KINDS, read_ledger, row_states
 from pipeline.outputs import OutputLayout
-from pipeline.run import read_run_json
-from pipeline.storage import mask_uri
+from pipeline.run import RunError, read_run_json
+from pipeline.storage import mask_uri, storage_errors
 
 EXAMPLES_PER_KIND = 3
 
@@ -26,9 +27,16 @@ def collect_status(
 ) -> dict[str, Any]:
     """JSON-safe status of the output folder `out`."""
     layout = OutputLayout(out)
-    table = read_ledger(layout, storage_options)
-    states = row_states(table)
-    run = read_run_json(layout, storage_options) or {}
+    with storage_errors(f"reading {mask_uri(out)}", storage_options):
+        table = read_ledger(layout, storage_options)
+        run_record = read_run_json(layout, storage_options)
+    if run_record is None and table.num_rows == 0:
+        raise RunError(f"no run found at {mask_uri(out)} (no run.json and no ledger records); check the path")
+    run = run_record or {}
+    all_states = row_states(table)
+    current = _manifest_row_ids(run, storage_options)
+    states = all_states if current is None else {k: v for k, v in all_states.items() if k in current}
+    outside = [] if current is None else [v for k, v in all_states.items() if k not in current]
     limit = max_attempts if max_attempts is not None else int(run.get("max_attempts") or 3)
     done = [s for s in states.values() if s.done]
     failed = [s for s in states.values() if not s.done]
@@ -57,7 +65,8 @@ def collect_status(
     elif finished and started:
         span = (max(finished) - min(started)).total_seconds()
         throughput = len(done) / span * 3600 if span > 0 else None
-    manifest_rows = (run.get("stats") or {}).get("manifest_rows")
+    manifest_rows = len(current) if current is not None else (run.get("stats") or {}).get("manifest_rows")
+    not_started = (manifest_rows - len(states)) if isinstance(manifest_rows, int) else None
     return {
         "out": mask_uri(out),
         "run_id": run.get("run_id"),
@@ -69,7 +78,11 @@ def collect_status(
         "failed_permanent": len(permanent),
         "failed_exhausted": len(exhausted),
         "failed_will_retry": len(retryable),
-        "not_started": (manifest_rows - len(states)) if isinstance(manifest_rows, int) else None,
+        "not_started": not_started if not_started is None or not_started >= 0 else None,
+        "counted_against": "current manifest" if current is not None else "ledger",
+        "not_in_manifest": None
+        if current is None
+        else {"rows": len(outside), "done": sum(1 for s in outside if s.done)},
         "records": table.num_rows,
         "duplicate_done_records": sum(max(0, s.done_records - 1) for s in states.values()),
         "images_per_hour": throughput,
@@ -78,11 +91,29 @@ def collect_status(
     }
 
 
+def _manifest_row_ids(run: Mapping[str, Any], storage_options: Mapping[str, Any] | None) -> set[str] | None:
+    """Row ids of the run's manifest as it is now (it may have changed since), or None when unreadable."""
+    manifest = run.get("manifest")
+    if not isinstance(manifest, str) or "***" in manifest:
+        return None  # masked credentials: the recorded URI cannot be opened
+    try:
+        from jobs import iter_manifest
+
+        defaults = StyleParams(**(run.get("params") or {}))
+        ids: set[str] = set()
+        for item in iter_manifest(manifest, defaults=defaults, storage_options=dict(storage_options or {})):
+            row_id = item.row_id or f"manifest-row-{item.index}"
+            ids.add(row_id)
+        return ids
+    except Exception:  # noqa: BLE001 - moved, deleted or unreadable: count from the ledger alone
+        return None
+
+
 def render_status(report: Mapping[str, Any]) -> Group:
-    counts = Table(title=f"{report['out']}", show_header=False, box=None)
+    counts = Table(title=Text(str(report["out"])), show_header=False, box=None)
     counts.add_column("what", style="bold")
     counts.add_column("value")
-    counts.add_row("last run", f"{report['run_id'] or '–'} ({report['run_status'] or 'unknown'})")
+    counts.add_row("last run", Text(f"{report['run_id'] or '–'} ({report['run_status'] or 'unknown'})"))
     if report["manifest_rows"] is not None:
         counts.add_row("manifest rows", str(report["manifest_rows"]))
     counts.add_row("done", f"[green]{report['done']}[/]")
@@ -92,6 +123,9 @@ def render_status(report: Mapping[str, Any]) -> Group:
     counts.add_row("  will retry on re-run", str(report["failed_will_retry"]))
     if report["not_started"] is not None:
         counts.add_row("not started", str(report["not_started"]))
+    outside = report.get("not_in_manifest")
+    if outside and outside["rows"]:
+        counts.add_row("no longer in the manifest", f"{outside['rows']} ({outside['done']} done)")
     rate = report["images_per_hour"]
     counts.add_row("images/hour", f"{rate:,.0f}" if rate else "–")
     parts: list[Any] = [counts]
@@ -105,8 +139,8 @@ def render_status(report: Mapping[str, Any]) -> Group:
                     kind if i == 0 else "",
                     str(entry["rows"]) if i == 0 else "",
                     ("yes" if entry["retryable"] else "no") if i == 0 else "",
-                    example["row_id"],
-                    example["message"] or "",
+                    Text(str(example["row_id"])),  # user-controlled text: never parsed as markup
+                    Text(example["message"] or ""),
                 )
         parts.append(failures)
         parts.append(

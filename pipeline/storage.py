@@ -19,11 +19,15 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol
 
+from jobs.options import options_for
+
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 TMP_PREFIX = ".tmp-"
 """Prefix of temporary files (swept at start); no output name may start with it."""
 _SECRET_KEY = re.compile(r"(secret|token|password|passwd|key|credential|signature|sas)", re.IGNORECASE)
 _URI_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@]+)@")
+_BARE_USERINFO = re.compile(r"(?<![\w.+-])[^\s/@:'\"(),=]+:[^\s/@'\"]+@(?=[\w.-])")
+"""`user:password@host` quoted without its scheme (botocore: `Invalid bucket name "user:pass@bucket"`)."""
 _QUERY_SECRET = re.compile(
     r"((?:[?&])(?:[^=&]*(?:secret|token|password|key|signature|sig|credential)[^=&]*)=)[^&]*", re.IGNORECASE
 )
@@ -170,6 +174,11 @@ def is_connection_error(exc: BaseException) -> bool:
     return from_client and any(part in c.__name__ for c in mro for part in _NETWORK_NAMES)
 
 
+def is_credentials_error(exc: BaseException) -> bool:
+    """botocore's NoCredentialsError / PartialCredentialsError and their kind in other clients."""
+    return any("Credentials" in c.__name__ and "Error" in c.__name__ for c in type(exc).__mro__)
+
+
 def describe_storage_error(exc: BaseException, options: Mapping[str, Any] | None = None) -> str:
     """`Type: message` with URIs and secret values masked, on one line."""
     text = " ".join((str(exc) or "").split())
@@ -189,6 +198,12 @@ def storage_errors(what: str, options: Mapping[str, Any] | None = None) -> Itera
     except (StorageError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
         raise
     except Exception as exc:
+        if is_credentials_error(exc):
+            raise StorageError(
+                f"no credentials {what}: {describe_storage_error(exc, options)}; give them with "
+                "--storage-option key=… --storage-option secret=… (per protocol: --storage-option s3.key=…) "
+                "or the storage client's usual environment variables"
+            ) from None
         if not is_storage_error(exc):
             raise
         raise StorageError(f"storage unreachable {what}: {describe_storage_error(exc, options)}") from None
@@ -237,7 +252,7 @@ def known_protocol(uri: str) -> bool:
 def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """(fs, path) for a URI; raises StorageError naming the missing package for an uninstalled backend."""
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(uri, **options_for(uri, storage_options))
     except ImportError as exc:
         raise StorageError(f"cannot open {mask_uri(uri)}: {exc}") from None
     except ValueError as exc:
@@ -369,7 +384,7 @@ def mask_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def mask_text(text: str, options: Mapping[str, Any] | None = None, uris: tuple[str, ...] = ()) -> str:
-    """Mask URIs in free text (error messages), any literal secret value from the storage options, and the
+    """The one formatter for any message that may hold a URI or a storage option. Mask URIs in free text (error messages), any literal secret value from the storage options, and the
     `user:password` of the given URIs wherever it appears without its scheme (client libraries quote the
     bucket part of `s3://user:password@bucket/…` on its own)."""
     for uri in uris:
@@ -377,6 +392,7 @@ def mask_text(text: str, options: Mapping[str, Any] | None = None, uris: tuple[s
         if match and len(match.group(2)) >= 4:
             text = text.replace(match.group(2), "***")
     text = re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", lambda m: mask_uri(m.group(0)), text)
+    text = _BARE_USERINFO.sub("***@", text)
     for key, value in _flatten(options or {}):
         if _SECRET_KEY.search(key) and isinstance(value, str) and len(value) >= 4:
             text = text.replace(value, "***")

@@ -157,3 +157,29 @@ def test_resized_shape_keeps_aspect() -> None:
     batch = torch.rand(2, 3, 30, 40)
     out = resize_long_side(batch, 20)
     assert out.shape == (2, 3, 15, 20) and 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_large_images_are_decoded_at_reduced_size(fmt: str) -> None:
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (1000, 2000, 3), dtype=np.uint8))
+    data = _bytes(big, fmt)
+    full = decode_image(data)
+    assert tuple(full.shape) == (3, 1000, 2000)
+    reduced = decode_image(data, long_side=100)
+    h, w = reduced.shape[-2:]
+    assert 200 <= w < 2000 and abs(w / h - 2.0) < 0.05  # at least twice the processing size, shape kept
+    # The reduced decode is what a resize of the full decode would give, up to resampling differences.
+    target = resize_long_side(full, 100)
+    assert torch.allclose(resize_long_side(reduced, 100), target, atol=0.15)
+    sliver = _bytes(Image.new("RGB", (4000, 2)), "PNG")
+    assert tuple(decode_image(sliver, long_side=32).shape) == (3, 2, 4000)  # elongated images keep their size
+
+
+def test_max_pixels_above_pil_default_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # PIL refuses above twice its limit
+    data = _bytes(Image.new("RGB", (100, 100)), "PNG")  # 10,000 pixels
+    assert decode_image(data, max_pixels=20_000).shape == (3, 100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1_000
+    with pytest.raises(ImageError, match="exceeds the limit of 5000"):
+        decode_image(data, max_pixels=5_000)
