@@ -25,12 +25,18 @@ SEPARATOR_PATTERN = r"[/\\]"
 def _common_problem(what: str, name: str) -> str | None:
     if name == "":
         return f"{what} is an empty string" + ("; use null for the default" if what == "output_name" else "")
-    if "/" in name or "\\" in name:
+    if name in (".", ".."):
+        return f"{what} {name!r} would escape the output folder"
+    separator = "/" in name or "\\" in name
+    control = any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    if what == "row_id" and (separator or control):
+        return f"row_id {name!r} must not contain '/', '\\' or control characters (it names files)"
+    if separator:
         return f"{what} {name!r} contains a path separator; it must be a plain file name inside the output folder"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if control:
         return f"{what} {name!r} contains a control character"
     if name.startswith("."):
-        return f"{what} {name!r} starts with '.' ('.', '..' and hidden or temporary '.tmp-' names are reserved)"
+        return f"{what} {name!r} starts with '.' (hidden names and the '.tmp-' prefix of temporary files are reserved)"
     return None
 
 

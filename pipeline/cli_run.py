@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nst_core.params import Arch, StyleParams
 from pipeline.options import (
@@ -144,7 +145,7 @@ def run_command(
     if summary.interrupted:
         raise typer.Exit(exit_code())
     if summary.aborted:
-        console.print(f"[bold red]error:[/] run stopped: {summary.aborted}")
+        console.print(f"[bold red]error:[/] run stopped: {escape(summary.aborted)}", highlight=False)
         raise typer.Exit(1)
     if summary.failed or summary.not_retried:
         raise typer.Exit(EXIT_ROWS_FAILED)

@@ -364,7 +364,7 @@ class Driver:
             # (clients retry for seconds before giving up); otherwise ask the store now.
             reason, whole_run = self._store_down(task)
             if reason is None and row is not None and row.unreachable:
-                reason, whole_run = message, False
+                reason, whole_run = message, not is_local(self.layout.root)
             if reason is not None and whole_run:
                 self._hold_for_outage(task, reason)
                 return
@@ -424,7 +424,9 @@ class Driver:
         except Exception:  # noqa: BLE001 - an unopenable URI is probed (and fails) on its own
             return uri
         protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-        return f"{protocol}://{path.split('/', 1)[0]}"
+        endpoint = (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url")
+        # One endpoint is one store (its buckets fail together); without one, each bucket or host is.
+        return f"{protocol}@{endpoint}" if endpoint else f"{protocol}://{path.split('/', 1)[0]}"
 
     def _hold_for_outage(self, task: RowTask, reason: str) -> None:
         """Requeue the row with its attempt unchanged and pause dispatching; backoff grows with the outage."""

@@ -152,7 +152,7 @@ def _write(uri: str, body: dict[str, Any], storage_options: Mapping[str, Any] | 
             return False
         return True
 
-    return bool(call_bounded(create, uri=uri, what="creating the lease"))
+    return bool(call_bounded(create, uri=uri, what="creating the lease", fs=fs))
 
 
 def _holder_dead(holder: Mapping[str, Any]) -> bool:

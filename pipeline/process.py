@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -90,8 +90,10 @@ def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        yield
+        with redirect_stdout(sys.stderr):  # Python-level writers (print, Ray's log forwarding)
+            yield
     finally:
         sys.stdout.flush()
+        sys.stderr.flush()
         os.dup2(saved, 1)
         os.close(saved)

@@ -288,6 +288,10 @@ def _one_run(func: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
 
     @wraps(func)
     def wrapper(**kwargs: Any) -> RunSummary:
+        read_timeout = kwargs.get("read_timeout", READ_TIMEOUT_S)
+        storage_timeout = kwargs.get("storage_timeout", STORAGE_TIMEOUT_S)
+        if read_timeout > 0 and storage_timeout > 0:  # else the run refuses them with its own message
+            _bound_storage_operations(read_timeout, storage_timeout)  # the lease is the first operation
         try:
             return leased(**kwargs)
         except LeaseHeld as exc:

@@ -81,15 +81,10 @@ def bounded(fs: Any, method: str, *args: Any, uri: str = "", timeout: float | No
             raise TimeoutError(_no_answer(uri, fs, seconds, method)) from None
     if _fs_is_local(fs):
         return getattr(fs, method)(*args, **kwargs)
-    try:
-        return call_bounded(lambda: getattr(fs, method)(*args, **kwargs), uri=uri, what=method, timeout=seconds)
-    except TimeoutError as exc:
-        if "no answer from" in str(exc):
-            raise TimeoutError(_no_answer(uri, fs, seconds, method)) from None
-        raise
+    return call_bounded(lambda: getattr(fs, method)(*args, **kwargs), uri=uri, what=method, timeout=seconds, fs=fs)
 
 
-def call_bounded(fn: Any, *, uri: str, what: str, timeout: float | None = None) -> Any:
+def call_bounded(fn: Any, *, uri: str, what: str, timeout: float | None = None, fs: Any = None) -> Any:
     """`fn()` for operations that are not one filesystem method (open + write + close), in a helper thread,
     failing with TimeoutError naming the endpoint after `timeout` seconds (default: the operation timeout)."""
     seconds = operation_timeout() if timeout is None else timeout
@@ -105,7 +100,7 @@ def call_bounded(fn: Any, *, uri: str, what: str, timeout: float | None = None) 
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise TimeoutError(f"no answer from {endpoint_of(uri, None)} within {seconds:g} s ({what} {mask_uri(uri)})")
+        raise TimeoutError(f"no answer from {endpoint_of(uri, fs)} within {seconds:g} s ({what} {mask_uri(uri)})")
     if "error" in result:
         raise result["error"]
     return result.get("value")

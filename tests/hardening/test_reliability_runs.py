@@ -138,7 +138,7 @@ def test_a_stop_signal_flushes_results_records_interrupted_and_exits_128_plus_it
 
 
 def _two_runs(manifest: str, out: str, extra: list[str], env: dict[str, str] | None = None) -> list[tuple[int, str]]:
-    drivers = [start_driver(manifest, out, extra=extra) for _ in range(2)]
+    drivers = [start_driver(manifest, out, extra=extra, module="pipeline.cli") for _ in range(2)]
     results = []
     try:
         for driver in drivers:
@@ -285,7 +285,13 @@ def test_planted_secrets_never_reach_stdout_or_stderr_of_failing_commands(
 
 def _clean_env(**extra: str) -> dict[str, str]:
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "RAY_TMPDIR") if k in os.environ}
-    return {**keep, "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", **extra}
+    return {
+        **keep,
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
 
 
 def _nst_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
