@@ -167,7 +167,11 @@ def _holder_dead(holder: Mapping[str, Any]) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a killed process not yet reaped by its parent (a zombie) still answers kill(pid, 0)
+        with open(f"/proc/{holder['pid']}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def _describe(holder: Mapping[str, Any], age: float) -> str:

@@ -87,7 +87,12 @@ def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
         yield
         return
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a closed or embedded stdout): Python-level redirect only
+        with redirect_stdout(sys.stderr):
+            yield
+        return
     try:
         os.dup2(2, 1)
         with redirect_stdout(sys.stderr):  # Python-level writers (print, Ray's log forwarding)
