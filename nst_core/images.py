@@ -131,6 +131,12 @@ def _open_with_limit(stream: BinaryIO | str | os.PathLike, max_pixels: int) -> I
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             return Image.open(stream)
+        except Image.DecompressionBombError:
+            # Header only, so that the caller refuses it with the one message naming its size and the limit.
+            Image.MAX_IMAGE_PIXELS = None
+            if hasattr(stream, "seek"):
+                stream.seek(0)
+            return Image.open(stream)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
