@@ -292,6 +292,7 @@ def run_manifest(
     storage_options: dict[str, Any] | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    progress_interval: float = 30.0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_rows: int = DEFAULT_MAX_ROWS,
     storage_timeout: float = STORAGE_TIMEOUT_S,
@@ -359,7 +360,7 @@ def run_manifest(
         "manifest": mask_uri(manifest),
         "manifest_sha256": manifest_sha256(manifest, options),
         "out": mask_uri(out),
-        "address": mask_uri(address) if address else None,
+        "address": _recorded_address(address),
         "params": params.to_dict(),
         "weights": {"source": mask_uri(weights), "sha256": weights_sha256, "arch": arch},
         "batch_size": batch_size,
@@ -442,7 +443,14 @@ def run_manifest(
             def size_for(p: StyleParams) -> int:
                 return fixed_batch if fixed_batch is not None else auto_batch_size(min_free, p, arch, cap=cap)
 
-            display = RunProgress(enabled=progress, total=len(plan.tasks), note=summary.note)
+            display = RunProgress(
+                enabled=progress,
+                total=len(plan.tasks),
+                note=summary.note,
+                interval=progress_interval,
+                already_done=plan.already_done,
+                manifest_rows=plan.manifest_rows,
+            )
             driver = Driver(
                 actors=actors,
                 infos=infos,
@@ -493,6 +501,14 @@ def run_manifest(
     with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
         _finish_record(record, summary, layout, options, history)
     return summary
+
+
+def _recorded_address(address: str | None) -> str | None:
+    """The cluster this run joins ($RAY_ADDRESS included), or None for an embedded Ray."""
+    from pipeline.ray_runtime import resolve_address
+
+    target = resolve_address(address)
+    return mask_uri(target) if target else None
 
 
 def _check_row_count(manifest: str, max_rows: int, options: Mapping[str, Any] | None) -> None:
