@@ -327,6 +327,7 @@ def run_manifest(
         if not known_protocol(uri):
             raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
     options = dict(storage_options or {})
+    _check_weights_before_ray(weights, weights_sha256, arch, address, options)
     layout = OutputLayout(out)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_wall = time.time()
@@ -501,6 +502,21 @@ def run_manifest(
     with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
         _finish_record(record, summary, layout, options, history)
     return summary
+
+
+def _check_weights_before_ray(
+    weights: str, sha256: str | None, arch: str, address: str | None, options: Mapping[str, Any]
+) -> None:
+    """A bad --weights fails here in a second, not after Ray and every actor have started."""
+    from pipeline.ray_runtime import resolve_address
+    from pipeline.weights import check_weights
+
+    if not known_protocol(weights):
+        raise ValueError(f"--weights {mask_uri(weights)}: unknown storage scheme {protocol_of(weights)!r}")
+    # ImageNet weights are fetched into this machine's cache only when the workers share it.
+    check_weights(
+        weights, sha256=sha256, arch=arch, storage_options=options, fetch_imagenet=resolve_address(address) is None
+    )
 
 
 def _recorded_address(address: str | None) -> str | None:
