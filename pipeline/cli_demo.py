@@ -11,8 +11,6 @@ from typing import Annotated, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-import torchvision
 import typer
 from rich.console import Console
 from rich.panel import Panel
@@ -38,8 +36,9 @@ def example_manifest(path: Path) -> int:
 
 def imagenet_checkpoint_path() -> Path:
     """Where torchvision's download cache keeps the VGG19 ImageNet weights (honours TORCH_HOME)."""
-    url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    from nst_core.vgg import imagenet_checkpoint_path as checkpoint_path
+
+    return checkpoint_path("vgg19")
 
 
 def demo_weights(requested: str | None) -> str:

@@ -178,7 +178,9 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _standalone() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True)
+    app = typer.Typer(
+        pretty_exceptions_enable=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}
+    )
     app.command("run")(run_command)
     app.command("status")(status_command)
     return app
