@@ -85,12 +85,16 @@ def main() -> None:
 
 def format_error(exc: BaseException) -> str:
     """Our own errors carry complete messages; anything else is prefixed by its type for searchability."""
-    from nst_core.images import ImageError
-    from nst_core.vgg import WeightsError
     from pipeline.run import RunError
     from pipeline.storage import InputMissing, StorageError
 
-    if isinstance(exc, (ImageError, WeightsError, StorageError, InputMissing, ValueError, RunError)):
+    own: list[type[BaseException]] = [StorageError, InputMissing, ValueError, RunError]
+    # Error types of modules that were never imported cannot have been raised: importing them (torch)
+    # only to compare would add seconds to every early error.
+    for module, name in (("nst_core.images", "ImageError"), ("nst_core.vgg", "WeightsError")):
+        if module in sys.modules:
+            own.append(getattr(sys.modules[module], name))
+    if isinstance(exc, tuple(own)):
         return str(exc)
     return f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
 

@@ -299,6 +299,7 @@ def run_manifest(
     compile: bool = False,
 ) -> RunSummary:
     """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
+    _check_weights_before_ray(weights, weights_sha256, arch, address, storage_options)
     import ray
 
     from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
@@ -327,7 +328,6 @@ def run_manifest(
         if not known_protocol(uri):
             raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
     options = dict(storage_options or {})
-    _check_weights_before_ray(weights, weights_sha256, arch, address, options)
     layout = OutputLayout(out)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_wall = time.time()
@@ -505,9 +505,9 @@ def run_manifest(
 
 
 def _check_weights_before_ray(
-    weights: str, sha256: str | None, arch: str, address: str | None, options: Mapping[str, Any]
+    weights: str, sha256: str | None, arch: str, address: str | None, options: Mapping[str, Any] | None
 ) -> None:
-    """A bad --weights fails here in a second, not after Ray and every actor have started."""
+    """A bad --weights fails here in a second, before Ray is even imported, not after every actor started."""
     from pipeline.ray_runtime import resolve_address
     from pipeline.weights import check_weights
 

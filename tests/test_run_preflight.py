@@ -60,8 +60,15 @@ def assert_refused_before_ray(proc: subprocess.CompletedProcess[str], tmp_path: 
     ],
 )
 def test_bad_weights_fail_in_one_line_before_ray(tmp_path: Path, weights: str, expected: str) -> None:
-    line = assert_refused_before_ray(nst_run(tmp_path, "--weights", weights), tmp_path)
+    # On exit the process prints which heavy modules it loaded: a bad spec must not even import them.
+    prelude = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print([m for m in ('torch', 'ray') if m in sys.modules]))"
+    )
+    proc = nst_run(tmp_path, "--weights", weights, prelude=prelude)
+    line = assert_refused_before_ray(proc, tmp_path)
     assert expected in line and weights in line
+    assert proc.stdout.strip() == "[]"
 
 
 def test_weights_folder_and_unreadable_file_are_refused(tmp_path: Path) -> None:
