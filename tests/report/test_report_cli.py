@@ -73,3 +73,35 @@ def test_auto_cell_keeps_big_grids_within_bounds() -> None:
     cell = auto_cell(100, 100)
     assert max(sheet_size(100, 100, cell)) <= 8192 and cell >= 70
     assert auto_cell(5000, 3) == 16
+
+
+def test_report_json_names_what_was_written(small_run: dict[str, Any], tmp_path: Path) -> None:
+    import json
+
+    html = tmp_path / "j.html"
+    result = CliRunner().invoke(cli(), ["report", small_run["out"], "-o", str(html), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["report"] == str(html) and (data["rows"], data["done"], data["failed"]) == (6, 5, 1)
+    assert html.exists()
+
+
+def test_report_on_a_path_without_a_run_exits_1_and_creates_nothing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    for target in (tmp_path / "typo", tmp_path / "empty"):
+        if target.name == "empty":
+            target.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "report", str(target)],
+            cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "holds no nst run" in lines[0] and str(target) in lines[0]
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "typo").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
