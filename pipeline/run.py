@@ -7,6 +7,7 @@ happens before Ray starts, so a fully done output re-runs in seconds without sta
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -136,7 +137,7 @@ def plan_rows(
     claimed: dict[str, str] = {}  # output URI -> row id
     for state in states.values():
         if state.done and state.done_record and state.done_record.get("output_uri"):
-            claimed[state.done_record["output_uri"]] = state.row_id
+            claimed[absolute_uri(state.done_record["output_uri"])] = state.row_id  # older runs: relative
 
     def record_failure(row_id: str, index: int, kind: ErrorKind, message: str, **extra: Any) -> None:
         plan.records.append(
@@ -328,6 +329,7 @@ def run_manifest(
         if not known_protocol(uri):
             raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
     options = dict(storage_options or {})
+    manifest, out = absolute_uri(manifest), absolute_uri(out)
     layout = OutputLayout(out)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_wall = time.time()
@@ -517,6 +519,15 @@ def _check_weights_before_ray(
     check_weights(
         weights, sha256=sha256, arch=arch, storage_options=options, fetch_imagenet=resolve_address(address) is None
     )
+
+
+def absolute_uri(uri: str) -> str:
+    """A plain local path made absolute, so run.json and the ledger mean the same file from any directory."""
+    from fsspec.core import split_protocol
+
+    if split_protocol(uri)[0] is None:
+        return os.path.abspath(os.path.expanduser(uri))
+    return uri
 
 
 def _recorded_address(address: str | None) -> str | None:
