@@ -17,6 +17,7 @@ from rich.panel import Panel
 
 from nst_core.params import StyleParams
 from pipeline.cli_run import print_summary
+from pipeline.options import QuietOpt
 from pipeline.run import run_manifest
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -73,6 +74,7 @@ def demo_command(
         Optional[int],  # noqa: UP045
         typer.Option(help="CPU workers when there is no GPU (default: 1)."),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Stylise the bundled example photos with the bundled styles on a local Ray, end to end.
 
@@ -91,7 +93,7 @@ def demo_command(
         params=params,
         weights=chosen,
         num_workers=workers,
-        progress=True,
+        progress=not quiet,
     )
     print_summary(summary)
     console.print(

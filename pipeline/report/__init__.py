@@ -165,6 +165,10 @@ def _sheet(
         s = styles.setdefault(row["style_uri"], len(styles))
         cells.append(SheetCell(c, s, row_thumbs.get(row["id"]), failed=row["status"] != "done"))
     cells.sort(key=lambda x: x.failed)  # a pair's first done row wins its cell
+    def name(uri: str) -> str:
+        return uri.rstrip("/").rsplit("/", 1)[-1]
+
     return contact_sheet(
-        [input_thumbs.get(u) for u in contents], [input_thumbs.get(u) for u in styles], cells, blobs, cell=cell
+        [input_thumbs.get(u) for u in contents], [input_thumbs.get(u) for u in styles], cells, blobs, cell=cell,
+        content_labels=[name(u) for u in contents], style_labels=[name(u) for u in styles],
     )

@@ -53,8 +53,15 @@ def test_report_command_writes_html_and_a_contact_sheet(small_run: dict[str, Any
     assert flat(cell(0, 0))  # the empty corner
     for r, c in [(0, 1), (0, 2), (1, 0), (2, 0), (1, 1), (1, 2), (2, 1), (2, 2)]:
         assert cell(r, c).std() > 3, f"cell {(r, c)} has no picture"
+    # Every header cell carries its file name in a band along its bottom edge (dark text on white).
+    from pipeline.report.sheet import LABEL_BAND
+
+    for r, c in [(0, 1), (0, 2), (1, 0), (2, 0), (3, 0)]:
+        band = cell(r, c)[40 - LABEL_BAND:]
+        assert (band.sum(axis=2) < 300).sum() > 5, f"header {(r, c)} has no label"
+    assert flat(cell(0, 0))  # the corner stays empty
     # The corrupt content: no header picture, and its row's only cell (style 1) carries the failure cross.
-    assert flat(cell(3, 0))
+    assert flat(cell(3, 0)[: 40 - LABEL_BAND])
     failed = cell(3, 2)
     assert (np.abs(failed - np.array(FAILED_MARK)).sum(axis=2) < 30).sum() > 40
     assert flat(cell(3, 1)) and tuple(cell(3, 1)[0, 0]) == (255.0, 255.0, 255.0)  # no such row
