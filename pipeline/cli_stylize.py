@@ -98,11 +98,12 @@ def stylize_command(
     from nst_core.targets import Style
     from pipeline.curves import curves_table, parquet_bytes
     from pipeline.provenance import provenance
-    from pipeline.weights import load_model, resolve_device
+    from pipeline.weights import check_weights, load_model, resolve_device
 
     storage_options = parse_storage_options(storage_option)
     fmt, curve_uri, json_uri = sidecar_paths(output)
     blend = parse_blend(style_blend, len(style))
+    check_weights(weights, sha256=weights_sha256, arch=arch, storage_options=storage_options)
     torch_device = resolve_device(device)
     started = time.time()
 
