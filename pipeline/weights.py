@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nst_core.params import Arch
-from pipeline.storage import filesystem, is_local, mask_text, mask_uri, storage_errors
+from pipeline.storage import (
+    StorageError,
+    describe_storage_error,
+    filesystem,
+    is_local,
+    is_storage_error,
+    mask_text,
+    mask_uri,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -82,15 +90,18 @@ def check_weights(
     if is_local(weights):
         _check_local_file(weights)
         return
-    fs, path = filesystem(weights, storage_options)
-    with storage_errors(f"checking weights {mask_uri(weights)}", storage_options):
-        try:
-            info = fs.info(path)
-        except FileNotFoundError:
-            raise WeightsSourceError(f"--weights {mask_uri(weights)}: no such file") from None
-        except PermissionError as exc:
-            detail = mask_text(str(exc), storage_options, (weights,))
-            raise WeightsSourceError(f"--weights {mask_uri(weights)}: not readable ({detail})") from None
+    shown = mask_uri(weights)
+    try:
+        fs, path = filesystem(weights, storage_options)
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise WeightsSourceError(f"--weights {shown}: no such file") from None
+    except Exception as exc:
+        # Clients quote the URI's `user:password@bucket` part without its scheme: mask with the URI.
+        detail = mask_text(describe_storage_error(exc, storage_options), storage_options, (weights,))
+        if is_storage_error(exc):
+            raise StorageError(f"storage unreachable checking weights {shown}: {detail}") from None
+        raise WeightsSourceError(f"--weights {shown}: cannot read it ({detail})") from None
     if info.get("type") == "directory":
         raise WeightsSourceError(f"--weights {mask_uri(weights)} is a folder; give the state-dict file in it")
 
