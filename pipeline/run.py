@@ -293,6 +293,13 @@ def _one_run(func: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
         storage_timeout = kwargs.get("storage_timeout", STORAGE_TIMEOUT_S)
         if read_timeout > 0 and storage_timeout > 0:  # else the run refuses them with its own message
             _bound_storage_operations(read_timeout, storage_timeout)  # the lease is the first operation
+        _check_weights_before_ray(  # bad weights fail before anything, the lease included, is written
+            kwargs.get("weights", "imagenet"),
+            kwargs.get("weights_sha256"),
+            _arch_name(kwargs.get("arch", "vgg19")),
+            kwargs.get("address"),
+            kwargs.get("storage_options"),
+        )
         try:
             return leased(**kwargs)
         except LeaseHeld as exc:
@@ -328,9 +335,9 @@ def run_manifest(
     """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure.
 
     One run per output: a second run on the same `out` refuses while the first holds its lease; `force`
-    takes over a lease whose heartbeat is stale (pipeline/lease.py).
+    takes over a lease whose heartbeat is stale (pipeline/lease.py). The weights are checked before the
+    lease is taken (`_one_run`).
     """
-    _check_weights_before_ray(weights, weights_sha256, arch, address, storage_options)
     import ray
 
     from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
@@ -530,6 +537,13 @@ def run_manifest(
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
     _close_run(record, summary, layout, options, history)
     return summary
+
+
+def _arch_name(arch: Any) -> str:
+    try:
+        return Arch(arch).value
+    except ValueError:
+        return str(arch)  # refused by the weights check with the allowed names
 
 
 def _bound_storage_operations(read_timeout: float, storage_timeout: float) -> None:
