@@ -170,6 +170,20 @@ def _imagenet_weights_url(arch: Arch) -> str:
     return enum.IMAGENET1K_V1.url
 
 
+def imagenet_checkpoint(arch: Arch | str = Arch.vgg19) -> Path:
+    """The cached ImageNet checkpoint of `arch`, downloaded first if absent; WeightsError says how to supply it.
+
+    Lets a caller (the batch driver) fetch the weights, or fail, once and before any worker starts.
+    """
+    return _imagenet_checkpoint(Arch(arch))
+
+
+def imagenet_checkpoint_path(arch: Arch | str = Arch.vgg19) -> Path:
+    """Where torchvision's cache keeps the ImageNet checkpoint of `arch` (honours TORCH_HOME); may not exist."""
+    filename = _imagenet_weights_url(Arch(arch)).rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
 def _imagenet_checkpoint(arch: Arch) -> Path:
     """The cached checkpoint in torchvision's cache ($TORCH_HOME/hub/checkpoints), downloading it if absent.
 

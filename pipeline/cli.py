@@ -1,13 +1,16 @@
 """The `nst` command: a thin Typer root that registers each command group and turns errors into one line.
 
 Entry point of the console script. Commands live in their own modules (cli_stylize, cli_manifest, cli_run,
-cli_demo); this module only wires them and owns the top-level error handling.
+cli_demo); this module only wires them and owns the top-level error handling. No command module imports
+torch, torchvision or Ray at import time (each command imports them when it runs), so `nst --help`, every
+usage error and every shell-completion TAB stay well under a second of start-up.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +24,8 @@ from pipeline.cli_stylize import stylize_command
 from pipeline.storage import mask_text
 
 DEBUG_ENV = "NST_DEBUG"
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+"""`-h` and `--help` on every command (sub-commands inherit the root's context settings)."""
 
 app = typer.Typer(
     name="nst",
@@ -28,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings=CONTEXT,
     epilog="Set NST_DEBUG=1 for full tracebacks. Docs: README.md and docs/.",
 )
 app.command("stylize", no_args_is_help=True)(stylize_command)
@@ -38,8 +44,28 @@ app.command("report", no_args_is_help=True)(report_command)
 app.command("demo")(demo_command)
 
 
+def version_text() -> str:
+    from importlib import metadata
+
+    try:
+        return f"nst {metadata.version('nst-pipeline')}"
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "nst (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Distributed batch neural style transfer (Gatys et al.) on Ray."""
 
 
@@ -59,12 +85,16 @@ def main() -> None:
 
 def format_error(exc: BaseException) -> str:
     """Our own errors carry complete messages; anything else is prefixed by its type for searchability."""
-    from nst_core.images import ImageError
-    from nst_core.vgg import WeightsError
     from pipeline.run import RunError
     from pipeline.storage import InputMissing, StorageError
 
-    if isinstance(exc, (ImageError, WeightsError, StorageError, InputMissing, ValueError, RunError)):
+    own: list[type[BaseException]] = [StorageError, InputMissing, ValueError, RunError]
+    # Error types of modules that were never imported cannot have been raised: importing them (torch)
+    # only to compare would add seconds to every early error.
+    for module, name in (("nst_core.images", "ImageError"), ("nst_core.vgg", "WeightsError")):
+        if module in sys.modules:
+            own.append(getattr(sys.modules[module], name))
+    if isinstance(exc, tuple(own)):
         return str(exc)
     return f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
 

@@ -11,14 +11,13 @@ from typing import Annotated, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-import torchvision
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
 from nst_core.params import StyleParams
 from pipeline.cli_run import print_summary
+from pipeline.options import QuietOpt
 from pipeline.run import run_manifest
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -38,8 +37,9 @@ def example_manifest(path: Path) -> int:
 
 def imagenet_checkpoint_path() -> Path:
     """Where torchvision's download cache keeps the VGG19 ImageNet weights (honours TORCH_HOME)."""
-    url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    from nst_core.vgg import imagenet_checkpoint_path as checkpoint_path
+
+    return checkpoint_path("vgg19")
 
 
 def demo_weights(requested: str | None) -> str:
@@ -74,6 +74,7 @@ def demo_command(
         Optional[int],  # noqa: UP045
         typer.Option(help="CPU workers when there is no GPU (default: 1)."),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Stylise the bundled example photos with the bundled styles on a local Ray, end to end.
 
@@ -92,7 +93,7 @@ def demo_command(
         params=params,
         weights=chosen,
         num_workers=workers,
-        progress=True,
+        progress=not quiet,
     )
     print_summary(summary)
     console.print(

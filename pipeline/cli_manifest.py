@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ StorageOptions = Annotated[
     ),
 ]
 ManifestArg = Annotated[str, typer.Argument(help="Manifest Parquet file: a local path or fsspec URI.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
 @contextmanager
@@ -106,6 +109,7 @@ def validate(
     workers: Annotated[int, typer.Option(help="Parallel file checks.")] = DEFAULT_WORKERS,
     max_lines: Annotated[int, typer.Option(help="Problems to print before summarising the rest.")] = 50,
     storage_option: StorageOptions = None,
+    json_output: JsonOpt = False,
 ) -> None:
     """Check schema, types, ranges, ids, output names and URI schemes; list every problem, exit 1 if any."""
     options = _options(storage_option)
@@ -113,6 +117,11 @@ def validate(
         report = validate_manifest(
             manifest, storage_options=options, check_files=check_files, workers=workers
         )
+    if json_output:
+        typer.echo(json.dumps(_validation_json(report, options, max_lines), sort_keys=True))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     for warning in report.warnings:
         typer.echo(f"warning: {mask_text(warning, options)}")
     for problem in report.problems[:max_lines]:
@@ -138,12 +147,38 @@ def show(
             "(default: an H100 estimate; measure yours).",
         ),
     ] = DEFAULT_THROUGHPUT,
+    ids: Annotated[
+        bool,
+        typer.Option(
+            "--ids",
+            help="List every row's index and row id (the ledger's row_id) instead of the summary; "
+            "pass the run's own options with --param when the run set any (ids depend on them).",
+        ),
+    ] = False,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="With --ids: a run-level key=value the run used (repeatable)."),
+    ] = None,
     storage_option: StorageOptions = None,
+    json_output: JsonOpt = False,
 ) -> None:
-    """Rows, distinct inputs, parameter spread, and an upper-bound work and GPU-hour estimate."""
+    """Rows, distinct inputs, parameter spread, and an upper-bound work and GPU-hour estimate.
+
+    With --ids: one line per row, `index  row_id  content_uri  style_uri` (JSON lines with --json), so the
+    ledger (keyed by row_id) can be joined to the manifest's rows.
+    """
     options = _options(storage_option)
+    if ids:
+        with _user_errors(options):
+            _print_ids(manifest, param or [], options, json_output)
+        return
+    if param:
+        raise typer.BadParameter("--param only applies with --ids", param_hint="--param")
     with _user_errors(options):
         summary = summarise_manifest(manifest, storage_options=options, throughput=throughput)
+    if json_output:
+        typer.echo(json.dumps(_summary_json(summary, options), sort_keys=True))
+        return
     console = Console(soft_wrap=True)
     overview = Table(title=mask_text(summary.uri, options), show_header=False)
     overview.add_row("rows", f"{summary.rows:,}")
@@ -170,3 +205,56 @@ def show(
         f"estimate: {summary.gpu_hours:.3g} GPU-hours at {summary.throughput:g} steps/s "
         f"on a {REFERENCE_SIDE}² image"
     )
+
+
+def _summary_json(summary: Any, options: dict[str, Any]) -> dict[str, Any]:
+    data = dataclasses.asdict(summary)
+    data["uri"] = mask_text(summary.uri, options)
+    data["parameters"] = {name: dict(counter.most_common()) for name, counter in summary.parameters.items()}
+    data["gpu_hours"] = summary.gpu_hours
+    return data
+
+
+def _validation_json(report: Any, options: dict[str, Any], max_lines: int) -> dict[str, Any]:
+    return {
+        "uri": mask_text(report.uri, options),
+        "ok": report.ok,
+        "rows": report.rows,
+        "problem_count": report.problem_count,
+        "bad_rows": report.bad_rows,
+        "files_checked": report.files_checked,
+        "warnings": [mask_text(w, options) for w in report.warnings],
+        "problems": [
+            {
+                "index": p.index,
+                "row_id": p.row_id,
+                "column": p.column,
+                "message": mask_text(p.message, options),
+            }
+            for p in report.problems[:max_lines]
+        ],
+    }
+
+
+def _print_ids(manifest: str, pairs: list[str], options: dict[str, Any], as_json: bool) -> None:
+    """Index and row id of every row, with ids derived exactly as `nst run` with these options derives them."""
+    from jobs import ManifestRow, iter_manifest
+    from nst_core.params import StyleParams, parse_field
+
+    defaults = dataclasses.replace(
+        StyleParams(), **{name: parse_field(name, text) for name, text in parse_param_args(pairs).items()}
+    )
+    if not as_json:
+        typer.echo("index\trow_id\tcontent_uri\tstyle_uri")
+    for item in iter_manifest(manifest, defaults=defaults, storage_options=options):
+        if isinstance(item, ManifestRow):
+            entry = {"index": item.index, "row_id": item.row_id, "content_uri": item.content_uri,
+                     "style_uri": item.style_uri, "output_name": item.output_name, "problem": None}  # fmt: skip
+        else:
+            entry = {"index": item.index, "row_id": item.row_id, "content_uri": None, "style_uri": None,
+                     "output_name": None, "problem": mask_text(str(item), options)}  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps(entry, sort_keys=True))
+        else:
+            cells = (entry["index"], entry["row_id"] or "-", entry["content_uri"] or "-", entry["style_uri"] or "-")
+            typer.echo("\t".join(mask_text(str(c), options) for c in cells))

@@ -5,6 +5,8 @@ Registered on the root app by pipeline/cli.py (`app.command("report", no_args_is
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Annotated, Optional
 
 import typer
@@ -46,11 +48,16 @@ def report_command(
         typer.Option("--sheet-cell", min=8, help="Contact-sheet cell size in pixels (default: fit 8192 px)."),
     ] = None,
     storage_option: StorageOptionOpt = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print what was written (paths and row counts) as JSON on stdout.")
+    ] = False,
 ) -> None:
     """A static HTML report of a run: summary, gallery with metrics, content × style grid, sweeps, failures.
 
     Thumbnails are made once under OUT/_report/thumbs/ and reused. Open the HTML from disk or from the
     bucket; nothing else is needed.
+
+    OUT must hold a run (a run.json or a ledger); otherwise the command exits 1 and writes nothing.
 
     Example: nst report runs/night1 --sheet runs/night1/sheet.png
     """
@@ -64,6 +71,9 @@ def report_command(
         thumb_size=thumb_size,
         sheet_cell=sheet_cell,
     )
+    if json_output:
+        typer.echo(json.dumps(dataclasses.asdict(result), sort_keys=True))
+        return
     console = Console(stderr=True)
     console.print(
         f"report: {result.report} ({result.rows} rows: {result.done} done, {result.failed} failed; "

@@ -16,8 +16,12 @@ from rich.console import Console
 
 from nst_core.params import Arch, StyleParams
 from pipeline.options import (
+    PROGRESS_INTERVAL_S,
     ArchOpt,
     CompileOpt,
+    NoProgressOpt,
+    ProgressIntervalOpt,
+    QuietOpt,
     StorageOptionOpt,
     WeightsOpt,
     WeightsSha256Opt,
@@ -42,12 +46,13 @@ console = Console(stderr=True)
 def run_command(
     manifest: Annotated[str, typer.Argument(help="Job manifest (Parquet): a path or any fsspec URI.")],
     out: Annotated[
-        str, typer.Option("--out", "-o", help="Output folder or URI (images, curves, ledger, run.json).")
+        str, typer.Option("--out", help="Output folder or URI (images, curves, ledger, run.json).")
     ],
     address: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:10001'. Default: start a local Ray."
+            help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:10001'; 'local' starts an embedded Ray. "
+            "Default: $RAY_ADDRESS when set, else an embedded Ray on 127.0.0.1."
         ),
     ] = None,
     batch_size: Annotated[
@@ -87,7 +92,9 @@ def run_command(
             help="Seconds storage may stay unreachable (rows wait, keeping their attempts) before the run stops.",
         ),
     ] = STORAGE_TIMEOUT_S,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
+    quiet: QuietOpt = False,
+    no_progress: NoProgressOpt = False,
+    progress_interval: ProgressIntervalOpt = PROGRESS_INTERVAL_S,
     json_summary: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
@@ -115,7 +122,8 @@ def run_command(
         retry_failed=retry_failed,
         storage_options=parse_storage_options(storage_option),
         num_workers=workers,
-        progress=progress,
+        progress=not (quiet or no_progress),
+        progress_interval=progress_interval,
         max_pixels=max_pixels,
         max_rows=max_rows,
         storage_timeout=storage_timeout,
@@ -170,7 +178,9 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _standalone() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True)
+    app = typer.Typer(
+        pretty_exceptions_enable=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}
+    )
     app.command("run")(run_command)
     app.command("status")(status_command)
     return app

@@ -15,11 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nst_core.engine import StepReport, Stylizer
-from nst_core.images import decode_image, encode_image
 from nst_core.params import Arch, StyleParams
-from nst_core.targets import Style
-from pipeline.curves import curves_table, parquet_bytes
 from pipeline.options import (
     ArchOpt,
     CompileOpt,
@@ -29,9 +25,7 @@ from pipeline.options import (
     WeightsSha256Opt,
     with_style_params,
 )
-from pipeline.provenance import provenance
 from pipeline.storage import mask_uri, parse_storage_options, read_bytes, write_bytes_atomic
-from pipeline.weights import load_model, resolve_device
 
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -98,9 +92,18 @@ def stylize_command(
 
     Example: nst stylize photo.jpg starry.jpg -o out.png --size 512 --steps 300
     """
+    # torch and the engine load here, not at import: `nst --help` and completion stay fast.
+    from nst_core.engine import StepReport, Stylizer
+    from nst_core.images import decode_image, encode_image
+    from nst_core.targets import Style
+    from pipeline.curves import curves_table, parquet_bytes
+    from pipeline.provenance import provenance
+    from pipeline.weights import check_weights, load_model, resolve_device
+
     storage_options = parse_storage_options(storage_option)
     fmt, curve_uri, json_uri = sidecar_paths(output)
     blend = parse_blend(style_blend, len(style))
+    check_weights(weights, sha256=weights_sha256, arch=arch, storage_options=storage_options)
     torch_device = resolve_device(device)
     started = time.time()
 

@@ -440,7 +440,7 @@ class Driver:
         kind: ErrorKind | None = None,
         message: str | None = None,
     ) -> LedgerRecord:
-        from pipeline.ledger import utcnow
+        from pipeline.ledger import nondefault_params, utcnow
 
         now = utcnow()
         final = (row.final or {}) if row is not None and row.ok else {}
@@ -478,6 +478,8 @@ class Driver:
             curve_uri=row.curve_uri if row is not None and row.ok else None,
             metrics=(row.metrics or {}) if row is not None and row.ok else {},
             metadata=task.metadata,
+            params=nondefault_params(task.params),
+            optimise_seconds=row.optimise_seconds if row is not None and row.ok else None,
         )
 
     def flush(self, *, final: bool = False) -> None:

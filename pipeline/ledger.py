@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nst_core.params import StyleParams
 from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
 from pipeline.storage import filesystem, mask_text, mask_uri, write_bytes_atomic
 
@@ -93,9 +94,16 @@ LEDGER_SCHEMA = pa.schema(
             )
         ],
         ("metrics", pa.string()),
+        ("params", pa.string()),
+        ("optimise_seconds", pa.float64()),
     ]
 )
 """`metadata` holds the manifest row's user columns as a JSON object string (schema-stable across parts).
+`params` holds the row's effective style parameters that differ from the library defaults (`StyleParams()`,
+the same differences its row id is derived from) as a JSON object string, values in `StyleParams.to_dict`
+form: `json_extract(params, '$.style_weight')` in duckdb. `optimise_seconds` is the row's share of its
+batch's time on the device (waits for the device lock excluded); `seconds` runs from the batch's start
+to the row's commit. Parts written before these columns existed read them as nulls.
 The headline quality metrics (docs/metrics.md) have their own `metric_*` columns for sorting and filtering;
 `metrics` holds all of them, per-layer Gram errors included, as a JSON object string."""
 URI_COLUMNS = frozenset({"content_uri", "style_uri", "output_uri", "curve_uri"})
@@ -132,6 +140,9 @@ class LedgerRecord:
     curve_uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] | None = None
+    """Non-default effective parameters (see `nondefault_params`); None where unknown (planning failures)."""
+    optimise_seconds: float | None = None
 
     def to_row(self, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -143,7 +154,7 @@ class LedgerRecord:
             )
             if isinstance(value, Enum):
                 value = value.value
-            if name == "metadata":
+            if name == "metadata" or (name == "params" and value is not None):
                 value = json.dumps(value, sort_keys=True, default=str)
             if name == "metrics":
                 finite = {k: v for k, v in value.items() if math.isfinite(v)}
@@ -158,6 +169,18 @@ class LedgerRecord:
                 value = None
             row[name] = value
         return row
+
+
+def nondefault_params(params: StyleParams) -> dict[str, Any]:
+    """The fields of `params` whose canonical text differs from `StyleParams()`'s, in JSON-safe form."""
+    from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, format_field
+
+    values = params.to_dict()
+    return {
+        f.name: values[f.name]
+        for f in STYLE_PARAM_FIELDS
+        if format_field(f.name, getattr(params, f.name)) != format_field(f.name, getattr(DEFAULT_PARAMS, f.name))
+    }
 
 
 def utcnow() -> datetime:

@@ -176,3 +176,19 @@ DeviceOpt = Annotated[
         "--device", help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.", rich_help_panel="Model"
     ),
 ]
+
+PROGRESS_INTERVAL_S = 30.0
+"""Seconds between plain progress lines when stderr is not a terminal (logs, `ray job logs -f`, CI)."""
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress display (errors and the final summary still print)."),
+]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", hidden=True, help="Same as --quiet.")]
+ProgressIntervalOpt = Annotated[
+    float,
+    typer.Option(
+        "--progress-interval",
+        min=1.0,
+        help="Seconds between progress lines when stderr is not a terminal (with a terminal: a live view).",
+    ),
+]

@@ -1,12 +1,14 @@
 """The live view of a run (rows done/failed/remaining, images per hour, ETA, each worker) and its final table.
 
-Called by `run_manifest` (live view, on the driver's events) and by `nst run` (summary table). The live
-view is off when disabled or when stderr is not a terminal, so logs and tests stay clean.
+Called by `run_manifest` (progress, on the driver's events) and by `nst run` (summary table). With a
+terminal on stderr the view is live; without one (nohup, `ray job logs -f`, CI) it is one plain line per
+interval, so a log always shows how far a run is.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,41 +30,105 @@ def _duration(seconds: float) -> str:
 
 
 class RunProgress:
+    """The run's progress on stderr: a live view on a terminal, else a plain line every `interval` seconds.
+
+    `total` is the rows this run has to do; `already_done` of `manifest_rows` were done by earlier runs.
+    """
+
     def __init__(
-        self, *, enabled: bool, total: int, note: str | None = None, console: Console | None = None
+        self,
+        *,
+        enabled: bool,
+        total: int,
+        note: str | None = None,
+        console: Console | None = None,
+        interval: float = 30.0,
+        already_done: int = 0,
+        manifest_rows: int | None = None,
     ) -> None:
         self.console = console or Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal and sys.stderr.isatty()
+        self.live = enabled and self.console.is_terminal and sys.stderr.isatty()
+        self.plain = enabled and not self.live
+        self.enabled = enabled
         self.total = total
         self.note = note
+        self.interval = interval
+        self.already_done = already_done
+        self.manifest_rows = manifest_rows if manifest_rows is not None else total + already_done
         self.started = time.monotonic()
         self.driver: Driver | None = None
         self._live: Live | None = None
+        self._snapshot = (0, 0, total)
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> RunProgress:
+        self.started = time.monotonic()
         if self.enabled:
+            self._say(self.start_line())
+        if self.plain and self.note:
+            self._say(f"note: {self.note}")
+        if self.live:
             self._live = Live(
                 get_renderable=self.render, console=self.console, refresh_per_second=2, transient=False
             )
             self._live.__enter__()
+        elif self.plain:
+            self._ticker = threading.Thread(target=self._tick, name="nst-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join(timeout=5)
+            self._ticker = None
+            self._say(self.line())
+
+    def start_line(self) -> str:
+        """What this run will do, and how much earlier runs already did (a resumed run says so)."""
+        text = f"run: {self.total} row(s) to do of {self.manifest_rows} in the manifest"
+        if self.already_done:
+            text += f"; {self.already_done} of {self.manifest_rows} already done by earlier runs"
+        return text
+
+    def counts(self) -> tuple[int, int, int, float, float | None, float]:
+        """(done, failed, remaining, rows/hour, ETA seconds or None, elapsed seconds) of this run so far.
+
+        From the snapshot `update` takes on the driver's thread, so the ticker never walks the driver's
+        dictionaries while the driver changes them.
+        """
+        elapsed = time.monotonic() - self.started
+        done, failed, remaining = self._snapshot
+        rate = done / elapsed * 3600 if elapsed > 0 and done else 0.0
+        eta = remaining / rate * 3600 if rate else None
+        return done, failed, remaining, rate, eta, elapsed
+
+    def line(self) -> str:
+        """One plain progress line (no colour, no cursor movement) for logs."""
+        done, failed, remaining, rate, eta, elapsed = self.counts()
+        return (
+            f"progress: done {done}, failed {failed}, remaining {remaining} of {self.total}; "
+            f"{rate:,.0f} rows/h; elapsed {_duration(elapsed)}; ETA {_duration(eta) if eta else '-'}"
+        )
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._say(self.line())
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def update(self, driver: Driver) -> None:
         self.driver = driver
+        self._snapshot = (driver.stats.done, driver.stats.failed, driver.remaining())
 
     def render(self) -> Group:
         driver = self.driver
-        elapsed = time.monotonic() - self.started
-        done = driver.stats.done if driver else 0
-        failed = driver.stats.failed if driver else 0
-        remaining = driver.remaining() if driver else self.total
-        rate = done / elapsed * 3600 if elapsed > 0 and done else 0.0
-        eta = remaining / rate * 3600 if rate else None
+        done, failed, remaining, rate, eta, elapsed = self.counts()
         head = Text.assemble(
             ("done ", "bold"),
             (f"{done}", "green"),

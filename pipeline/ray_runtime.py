@@ -7,12 +7,12 @@ actors otherwise, spreading over nodes) in one place.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from fsspec.core import split_protocol
 
 from pipeline.batching import cpu_count
@@ -22,6 +22,9 @@ from pipeline.tasks import WorkerConfig
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 """The driver ships only small messages through Ray; images go through storage."""
 LOCAL_ADDRESSES = frozenset({"local"})
+ADDRESS_ENV = "RAY_ADDRESS"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray reads it once, at `import ray`, in every process: "0" makes a node bind and advertise 127.0.0.1 only."""
 
 
 class RemoteLocalPathError(ValueError):
@@ -38,14 +41,78 @@ class ClusterInfo:
     """Whether any worker may run on another machine (a ray:// client or a node with another IP)."""
 
 
+def resolve_address(address: str | None) -> str | None:
+    """The cluster to join, or None for an embedded Ray, as Ray's own tools decide it.
+
+    No --address means $RAY_ADDRESS when set (what `ray job submit` gives its entrypoint), else an
+    embedded Ray; `--address local` forces an embedded Ray even when $RAY_ADDRESS is set.
+    """
+    if address is None:
+        address = os.environ.get(ADDRESS_ENV) or None
+    if address is None or address in LOCAL_ADDRESSES:
+        return None
+    return address
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Make the Ray started inside this block bind 127.0.0.1 only, whether or not `ray` is imported yet.
+
+    The environment variable reaches the processes Ray spawns (GCS, raylet, agents, workers), which read
+    it at their own `import ray`; this process read it when it first imported Ray, so when that already
+    happened its parsed value is corrected too. Both are restored on exit, so a later connection to a
+    real cluster from the same process advertises the machine's address again.
+    """
+    previous = os.environ.get(LOOPBACK_ENV)
+    os.environ[LOOPBACK_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    previous_flag = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = previous
+        _restore_cluster_flag(previous_flag)
+
+
+def _restore_cluster_flag(previous_flag: bool | None) -> None:
+    """Give this process's parsed flag the value the restored environment means (Ray imported or not)."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is None:
+        return
+    if previous_flag is None:  # Ray was first imported inside the block: parse as Ray does at import
+        parse = getattr(constants, "env_bool", None)
+        if parse is None:
+            return
+        previous_flag = bool(parse(LOOPBACK_ENV, not getattr(constants, "IS_WINDOWS_OR_OSX", False)))
+    constants.ENABLE_RAY_CLUSTER = previous_flag
+
+
+def ray_initialized() -> bool:
+    """Whether this process is already connected to Ray (without importing Ray to find out)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[ClusterInfo]:
-    """Reuse an initialised Ray, connect to `address`, or start a local Ray (shut down on exit)."""
-    started = False
-    if not ray.is_initialized():
-        if address in (None, *LOCAL_ADDRESSES):
-            # Keep an embedded Ray on loopback; it must never try to form a cluster across interfaces.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """Reuse an initialised Ray, join `address` (or $RAY_ADDRESS), or start an embedded local Ray.
+
+    An embedded Ray is started with address="local" so it never joins a cluster found through
+    $RAY_TMPDIR's last `ray start`, kept on loopback, and shut down on exit.
+    """
+    target = resolve_address(address)
+    if ray_initialized():
+        yield cluster_info(target, started_here=False)
+        return
+    if target is None:
+        with loopback_only():
+            import ray
+
             ray.init(
                 address="local",
                 num_cpus=cpu_count(),
@@ -54,17 +121,23 @@ def ray_session(address: str | None) -> Iterator[ClusterInfo]:
                 log_to_driver=True,
                 configure_logging=False,
             )
-        else:
-            ray.init(address=address, log_to_driver=True, configure_logging=False)
-        started = True
+            try:
+                yield cluster_info(None, started_here=True)
+            finally:
+                ray.shutdown()
+        return
+    import ray
+
+    ray.init(address=target, log_to_driver=True, configure_logging=False)
     try:
-        yield cluster_info(address, started_here=started)
+        yield cluster_info(target, started_here=True)
     finally:
-        if started:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def cluster_info(address: str | None, *, started_here: bool) -> ClusterInfo:
+    import ray
+
     resources = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     driver_ip = ray.util.get_node_ip_address()
@@ -121,6 +194,8 @@ def plan_workers(info: ClusterInfo, num_workers: int | None) -> WorkerPlan:
 
 def create_workers(plan: WorkerPlan, config: WorkerConfig, run_id: str) -> list[Any]:
     """Start the actors. They restart after a crash (the driver reschedules their rows itself)."""
+    import ray
+
     from pipeline.worker import StyleWorker
 
     remote_cls = ray.remote(StyleWorker)
@@ -141,6 +216,8 @@ def create_workers(plan: WorkerPlan, config: WorkerConfig, run_id: str) -> list[
 
 
 def kill_workers(actors: Sequence[Any]) -> None:
+    import ray
+
     for actor in actors:
         try:
             ray.kill(actor, no_restart=True)

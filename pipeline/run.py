@@ -7,6 +7,7 @@ happens before Ray starts, so a fully done output re-runs in seconds without sta
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -136,7 +137,7 @@ def plan_rows(
     claimed: dict[str, str] = {}  # output URI -> row id
     for state in states.values():
         if state.done and state.done_record and state.done_record.get("output_uri"):
-            claimed[state.done_record["output_uri"]] = state.row_id
+            claimed[absolute_uri(state.done_record["output_uri"])] = state.row_id  # older runs: relative
 
     def record_failure(row_id: str, index: int, kind: ErrorKind, message: str, **extra: Any) -> None:
         plan.records.append(
@@ -292,12 +293,14 @@ def run_manifest(
     storage_options: dict[str, Any] | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    progress_interval: float = 30.0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_rows: int = DEFAULT_MAX_ROWS,
     storage_timeout: float = STORAGE_TIMEOUT_S,
     compile: bool = False,
 ) -> RunSummary:
     """Stylise every row of `manifest` not yet done in `out`; safe to re-run after any failure."""
+    _check_weights_before_ray(weights, weights_sha256, arch, address, storage_options)
     import ray
 
     from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
@@ -326,6 +329,7 @@ def run_manifest(
         if not known_protocol(uri):
             raise ValueError(f"{what} {mask_uri(uri)}: unknown storage scheme {protocol_of(uri)!r}")
     options = dict(storage_options or {})
+    manifest, out = absolute_uri(manifest), absolute_uri(out)
     layout = OutputLayout(out)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_wall = time.time()
@@ -359,7 +363,7 @@ def run_manifest(
         "manifest": mask_uri(manifest),
         "manifest_sha256": manifest_sha256(manifest, options),
         "out": mask_uri(out),
-        "address": mask_uri(address) if address else None,
+        "address": _recorded_address(address),
         "params": params.to_dict(),
         "weights": {"source": mask_uri(weights), "sha256": weights_sha256, "arch": arch},
         "batch_size": batch_size,
@@ -442,7 +446,14 @@ def run_manifest(
             def size_for(p: StyleParams) -> int:
                 return fixed_batch if fixed_batch is not None else auto_batch_size(min_free, p, arch, cap=cap)
 
-            display = RunProgress(enabled=progress, total=len(plan.tasks), note=summary.note)
+            display = RunProgress(
+                enabled=progress,
+                total=len(plan.tasks),
+                note=summary.note,
+                interval=progress_interval,
+                already_done=plan.already_done,
+                manifest_rows=plan.manifest_rows,
+            )
             driver = Driver(
                 actors=actors,
                 infos=infos,
@@ -493,6 +504,38 @@ def run_manifest(
     with storage_errors(f"writing {mask_uri(layout.run_json_uri())}", options):
         _finish_record(record, summary, layout, options, history)
     return summary
+
+
+def _check_weights_before_ray(
+    weights: str, sha256: str | None, arch: str, address: str | None, options: Mapping[str, Any] | None
+) -> None:
+    """A bad --weights fails here in a second, before Ray is even imported, not after every actor started."""
+    from pipeline.ray_runtime import resolve_address
+    from pipeline.weights import check_weights
+
+    if not known_protocol(weights):
+        raise ValueError(f"--weights {mask_uri(weights)}: unknown storage scheme {protocol_of(weights)!r}")
+    # ImageNet weights are fetched into this machine's cache only when the workers share it.
+    check_weights(
+        weights, sha256=sha256, arch=arch, storage_options=options, fetch_imagenet=resolve_address(address) is None
+    )
+
+
+def absolute_uri(uri: str) -> str:
+    """A plain local path made absolute, so run.json and the ledger mean the same file from any directory."""
+    from fsspec.core import split_protocol
+
+    if split_protocol(uri)[0] is None:
+        return os.path.abspath(os.path.expanduser(uri))
+    return uri
+
+
+def _recorded_address(address: str | None) -> str | None:
+    """The cluster this run joins ($RAY_ADDRESS included), or None for an embedded Ray."""
+    from pipeline.ray_runtime import resolve_address
+
+    target = resolve_address(address)
+    return mask_uri(target) if target else None
 
 
 def _check_row_count(manifest: str, max_rows: int, options: Mapping[str, Any] | None) -> None:

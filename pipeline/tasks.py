@@ -88,6 +88,8 @@ class RowOutcome:
     metrics: dict[str, float] | None = None
     unreachable: bool = False
     """The failure was the store not answering (connection refused, reset, timed out)."""
+    optimise_seconds: float | None = None
+    """This row's share of its batch's time holding the device (optimisation and metrics; lock wait excluded)."""
 
 
 @dataclass

@@ -224,10 +224,12 @@ class StyleWorker:
         ready = [task for task in spec.rows if task.row_id in contents]
         results: dict[str, ImageResult] = {}
         metrics: dict[str, dict[str, float]] = {}
+        device_share: float | None = None
         if ready and style_image is not None:
             style = Style(images=(style_image,), key=ready[0].style_uri)
             try:
                 with self._device_lock:
+                    on_device = time.monotonic()
                     out = self.stylizer.stylize(
                         [contents[t.row_id] for t in ready], style, ready[0].params, cache=self.targets
                     )
@@ -237,6 +239,7 @@ class StyleWorker:
                         metrics[task.row_id] = self._metrics(
                             results[task.row_id].image, contents[task.row_id], style, style_image, task.params
                         )
+                    device_share = (time.monotonic() - on_device) / len(ready)
             except Exception as exc:  # noqa: BLE001 - classified below, never raised per row
                 if is_oom(exc):
                     self._release_memory()
@@ -287,6 +290,7 @@ class StyleWorker:
                 output_uri=task.output_uri,
                 curve_uri=spec.curve_uri,
                 metrics=metrics.get(task.row_id),
+                optimise_seconds=device_share,
             )
         return self._outcome(spec, [outcomes[t.row_id] for t in spec.rows])
 

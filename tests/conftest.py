@@ -1,7 +1,10 @@
-"""Suite-wide settings: keep every Ray instance the tests start on 127.0.0.1."""
+"""Suite-wide settings. Deliberately nothing about Ray's bind address.
+
+`nst` itself must keep an embedded Ray on 127.0.0.1 (tests/pipeline/test_loopback.py checks it from a
+clean environment), so no variable set here may do that job for it. Fixtures that call `ray.init`
+themselves set their own loopback settings.
+"""
 
 import os
 
-# Ray then binds a local instance to 127.0.0.1 instead of this machine's non-loopback interface.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

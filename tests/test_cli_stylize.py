@@ -77,7 +77,7 @@ def test_offline_imagenet_fails_fast_with_instructions(tmp_path) -> None:
 
 
 def test_compile_flag_reaches_the_engine(tmp_path, monkeypatch) -> None:
-    import pipeline.cli_stylize as command
+    import nst_core.engine as command  # the command imports the engine when it runs
 
     seen: dict[str, object] = {}
 
@@ -92,3 +92,11 @@ def test_compile_flag_reaches_the_engine(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen["compile"] is True
     assert Image.open(tmp_path / "c.png").size[0] == 40
+
+
+def test_misspelt_weights_get_a_did_you_mean(tmp_path) -> None:
+    proc = run_cli("stylize", CONTENT, STYLE, "-o", str(tmp_path / "o.png"), "--weights", "randum:0", "-q")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean random:0?" in lines[0]
+    assert not (tmp_path / "o.png").exists()

@@ -125,8 +125,8 @@ def write_manifest(path: Path) -> int:
     return len(rows)
 
 
-def nst(cluster: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")}
+def nst(cluster: dict[str, str], *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")} | extra_env
     return subprocess.run([NST, *args], env=env, capture_output=True, text=True, timeout=400)
 
 
@@ -166,6 +166,16 @@ def test_with_another_machine_local_paths_are_refused_and_shared_mounts_run(
         assert "local path" in proc.stderr and "shared" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert not (out / "images").exists()
+        # No --address with $RAY_ADDRESS set joins that cluster, as Ray's own tools do (under
+        # `ray job submit`), so the same refusal proves the run reached the multi-machine cluster ...
+        via_env = nst(cluster, "run", str(manifest), "--out", str(out), *FAST, RAY_ADDRESS=cluster["address"])
+        assert via_env.returncode == 1 and "local path" in via_env.stderr, via_env.stderr[-3000:]
+        assert not (out / "images").exists()
+        # ... and --address local forces an embedded, single-machine Ray even then: it runs every row.
+        local = nst(cluster, "run", str(manifest), "--out", str(tmp_path / "local"), "--address", "local",
+                    "--json", *FAST, RAY_ADDRESS=cluster["address"])  # fmt: skip
+        assert local.returncode == 0, local.stderr[-3000:]
+        assert json.loads(local.stdout)["done"] == rows
         # The same files named as file:// URIs are the user's statement that every node mounts them.
         table = pq.read_table(manifest)
         shared = pa.table(

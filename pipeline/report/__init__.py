@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.outputs import OutputLayout
 from pipeline.report.data import ReportData, load_report_data
 from pipeline.report.html import build_payload, render_html
 from pipeline.report.sheet import SheetCell, contact_sheet, png_bytes
@@ -25,11 +26,27 @@ from pipeline.report.thumbs import (
     read_thumbnails,
     row_thumb_relpath,
 )
-from pipeline.storage import filesystem, is_local, join, mask_uri, protocol_of, write_bytes_atomic
+from pipeline.storage import exists, filesystem, is_local, join, mask_uri, protocol_of, write_bytes_atomic
 
 REPORT_NAME = "report.html"
 
-__all__ = ["REPORT_NAME", "ReportData", "ReportResult", "build_report", "load_report_data", "link_base"]
+__all__ = [
+    "REPORT_NAME", "NoRunError", "ReportData", "ReportResult", "build_report", "load_report_data", "link_base",
+]  # fmt: skip
+
+
+class NoRunError(ValueError):
+    """The folder holds no run (a mistyped path, or not yet started): nothing is written then."""
+
+
+def check_holds_run(out: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Refuse, before writing anything, a folder with neither a run.json nor a ledger."""
+    layout = OutputLayout(out)
+    if not (exists(layout.run_json_uri(), storage_options) or exists(layout.ledger_dir(), storage_options)):
+        raise NoRunError(
+            f"{mask_uri(out)} holds no nst run (no run.json, no ledger/): check the path, or run "
+            "`nst run MANIFEST --out` into it first"
+        )
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,7 @@ def build_report(
     False always links and fails when no relative link exists.
     """
     options = dict(storage_options or {})
+    check_holds_run(out, options)
     target = output or join(out, REPORT_NAME)
     base = link_base(out, target, options)
     if embed is False and base is None:
@@ -147,6 +165,10 @@ def _sheet(
         s = styles.setdefault(row["style_uri"], len(styles))
         cells.append(SheetCell(c, s, row_thumbs.get(row["id"]), failed=row["status"] != "done"))
     cells.sort(key=lambda x: x.failed)  # a pair's first done row wins its cell
+    def name(uri: str) -> str:
+        return uri.rstrip("/").rsplit("/", 1)[-1]
+
     return contact_sheet(
-        [input_thumbs.get(u) for u in contents], [input_thumbs.get(u) for u in styles], cells, blobs, cell=cell
+        [input_thumbs.get(u) for u in contents], [input_thumbs.get(u) for u in styles], cells, blobs, cell=cell,
+        content_labels=[name(u) for u in contents], style_labels=[name(u) for u in styles],
     )

@@ -227,20 +227,27 @@ JS = r"""
     const host = document.getElementById('view-summary');
     const S = D.status, R = D.run || {};
     const stats = R.stats || {};
+    const runs = (R.history || []).length;
+    // The headline counts the whole output folder (every run); the last run's own facts are labelled so.
     const cards = [
       ['rows', S.rows], ['done', S.done], ['failed', S.failed],
-      ['images / hour', S.images_per_hour ? Math.round(S.images_per_hour).toLocaleString('en') : '–'],
-      ['wall time', dur(S.run_seconds)],
-      ['style-cache hits', stats.cache_hit_rate !== null && stats.cache_hit_rate !== undefined
-        ? Math.round(100 * stats.cache_hit_rate) + ' %' : '–'],
-      ['last run', (S.run_status || 'unknown')]];
+      ['images / hour (all runs)', S.images_per_hour ? Math.round(S.images_per_hour).toLocaleString('en') : '–'],
+      ['run time (all runs)', dur(S.run_seconds)], ['runs', runs || '–']];
     host.append(h('div', { class: 'cards' }, cards.map(function (c) {
       return h('div', { class: 'card' }, h('b', { text: String(c[1]) }), h('span', { text: c[0] }));
     })));
+    if (R.run_id) {
+      const hit = stats.cache_hit_rate !== null && stats.cache_hit_rate !== undefined
+        ? Math.round(100 * stats.cache_hit_rate) + ' %' : '–';
+      host.append(h('p', { class: 'last-run' }, h('b', { text: 'Last run ' + R.run_id }),
+        ' (' + (R.status || 'unknown') + '): ' + (stats.done || 0) + ' done, ' + (stats.failed || 0) + ' failed, ' +
+        (stats.already_done || 0) + ' already done by earlier runs, in ' + dur(stats.seconds) +
+        '; style-cache hits ' + hit));
+    }
     (D.notes || []).forEach(function (n) { host.append(h('div', { class: 'note', text: n })); });
     if (D.workers.length) {
       host.append(h('h2', { text: 'Workers' }), h('table', { class: 'workers' },
-        h('tr', null, ['worker', 'node', 'device', 'rows done', 'mean s / row', 'rows / hour'].map(function (t) {
+        h('tr', null, ['worker', 'node', 'device', 'rows done', 'device s / row', 'rows / hour'].map(function (t) {
           return h('th', { text: t }); })),
         D.workers.map(function (w) {
           return h('tr', null, h('td', { text: w.worker }), h('td', { text: w.node }), h('td', { text: w.device }),
@@ -283,7 +290,7 @@ JS = r"""
     host.textContent = '';
     const shown = G.sort !== 'index' && G.sort !== 'id' ? G.sort : (G.metric || null);
     list.slice(G.page * PAGE, (G.page + 1) * PAGE).forEach(function (r) {
-      const cap = [h('b', { text: r.id.slice(0, 10) })];
+      const cap = [h('b', { text: r.name || r.id.slice(0, 10), title: 'row ' + r.id })];
       if (shown && r.v && r.v[shown] !== undefined) cap.push(' ' + label(shown) + ' ' + fmt(r.v[shown]));
       else if (r.st === 'failed') cap.push(' ' + (r.ek || 'failed'));
       host.append(tile(r, cap));
@@ -339,7 +346,7 @@ JS = r"""
         const group = cells.get(c + ',' + s);
         if (!group) return h('td', { class: 'muted', text: '' });
         const best = group.find(function (r) { return r.st === 'done'; }) || group[0];
-        const t = tile(best, h('b', { text: best.id.slice(0, 10) }));
+        const t = tile(best, h('b', { text: best.name || best.id.slice(0, 10), title: 'row ' + best.id }));
         if (group.length > 1) {
           t.append(h('span', { class: 'badge', text: '×' + group.length, title: 'parameter sweep: compare side by side',
             onclick: function (ev) { ev.stopPropagation(); showSweep(c + ',' + s); } }));
@@ -386,7 +393,7 @@ JS = r"""
           const v = bag[k] !== undefined ? bag[k] : (vary.source === 'p' ? D.defaults[k] : '–');
           return k + '=' + (typeof v === 'object' ? JSON.stringify(v) : v);
         });
-        tiles.append(tile(r, [h('b', { text: parts.join(', ') || r.id.slice(0, 10) })]));
+        tiles.append(tile(r, [h('b', { text: parts.join(', ') || r.name || r.id.slice(0, 10), title: 'row ' + r.id })]));
       });
       box.append(tiles);
       host.append(box);

@@ -46,7 +46,8 @@ METRIC_HELP: dict[str, str] = {
     "loss_content": "Final α·L_content",
     "loss_style": "Final β·L_style",
     "loss_tv": "Final tv·L_tv",
-    "seconds": "Seconds from batch start to the row's commit",
+    "optimise_seconds": "The row's share of its batch's time on the device (waits for the device excluded)",
+    "seconds": "Seconds from its batch's start to the row's commit (the batch's wall time, waits included)",
     "steps_run": "Optimisation steps applied",
 }
 
@@ -114,7 +115,46 @@ def params_from_dict(data: Mapping[str, Any] | None) -> StyleParams:
 
 
 def params_text(params: StyleParams) -> dict[str, str]:
-    return {f.name: format_field(f.name, getattr(params, f.name)) for f in STYLE_PARAM_FIELDS}
+    return {f.name: compact_text(format_field(f.name, getattr(params, f.name))) for f in STYLE_PARAM_FIELDS}
+
+
+def compact_number(value: float) -> str:
+    """Short, exact-enough text for a label: 1e7 (not 10000000.0), 2.5e-4, 0.35, 300."""
+    if value == 0 or not math.isfinite(value):
+        return format(value, "g")
+    mantissa, _, exponent = f"{value:.6e}".partition("e")
+    power = int(exponent)
+    if abs(power) >= 4:
+        return f"{mantissa.rstrip('0').rstrip('.')}e{power}"
+    return format(value, ".6g")
+
+
+def compact_text(text: str) -> str:
+    """Each number in a parameter's text (lists are comma-separated) in compact form; other text unchanged."""
+    def one(part: str) -> str:
+        try:
+            value = float(part)
+        except ValueError:
+            return part
+        return compact_number(value) if any(c in part for c in ".eE") else part  # integers stay as typed
+
+    if ":" in text:  # schedules: size:steps pairs stay integers
+        return text
+    return ",".join(one(p) for p in text.split(","))
+
+
+def ledger_params(raw: Any, defaults: StyleParams) -> dict[str, str] | None:
+    """The ledger's `params` JSON (differences from the library defaults) as text differing from `defaults`;
+    None for records written before the column existed."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        full = params_from_dict(DEFAULT_PARAMS.to_dict() | dict(data))
+    except (ValueError, TypeError):
+        return None
+    base = params_text(defaults)
+    return {k: v for k, v in params_text(full).items() if v != base[k]}
 
 
 def manifest_params(
@@ -129,6 +169,22 @@ def manifest_params(
         if isinstance(item, ManifestRow):
             text = params_text(item.params)
             out[item.row_id] = {k: v for k, v in text.items() if v != base[k]}
+    return out
+
+
+def params_from_ledger(table: pa.Table, defaults: StyleParams) -> dict[str, dict[str, str]]:
+    """row_id → parameters differing from `defaults`, from the done records' `params` column (no manifest needed)."""
+    if not table.num_rows or "params" not in table.column_names:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for row_id, status, raw in zip(
+        table.column("row_id").to_pylist(), table.column("status").to_pylist(), table.column("params").to_pylist(),
+        strict=True,
+    ):
+        if status == "done" and row_id not in out:
+            parsed = ledger_params(raw, defaults)
+            if parsed is not None:
+                out[row_id] = parsed
     return out
 
 
@@ -202,7 +258,7 @@ def build_rows(
     for state in states.values():
         rec = state.done_record if state.done and state.done_record else latest.get(state.row_id, {})
         values: dict[str, float] = {}
-        for name in (*LOSS_COLUMNS, "seconds", "steps_run"):
+        for name in (*LOSS_COLUMNS, "optimise_seconds", "seconds", "steps_run"):
             if state.done and _finite(rec.get(name)):
                 values[name] = float(rec[name])
         if state.done:
@@ -240,12 +296,17 @@ def build_rows(
 
 
 def worker_stats(rows: Sequence[Mapping[str, Any]], run_seconds: float) -> list[dict[str, Any]]:
-    """Per-worker rows done, mean seconds per row and rows per hour over the run's wall time."""
+    """Per-worker rows done, mean device seconds per row and rows per hour over the runs' wall time.
+
+    Seconds per row are each row's share of its batch's time on the device (`optimise_seconds`), so they
+    agree with rows per hour; rows recorded before that column existed count as unknown, never as their
+    batch's wall time (which includes waiting for the device).
+    """
     by: dict[tuple[str, str, str], list[float]] = {}
     for row in rows:
         if row["status"] == "done":
             key = (str(row.get("worker") or "?"), str(row.get("node") or "?"), str(row.get("device") or "?"))
-            by.setdefault(key, []).append(float(row["values"].get("seconds", math.nan)))
+            by.setdefault(key, []).append(float(row["values"].get("optimise_seconds", math.nan)))
     stats = []
     for (worker, node, device), seconds in sorted(by.items()):
         known = [s for s in seconds if math.isfinite(s)]
@@ -277,23 +338,24 @@ def load_report_data(
     except (TypeError, ValueError) as exc:
         notes.append(f"run.json parameters not understood ({exc}); showing library defaults")
         defaults = DEFAULT_PARAMS
-    params: dict[str, dict[str, str]] = {}
+    params = params_from_ledger(table, defaults)
     source = manifest or run.get("manifest")
-    if source:
+    if source and (manifest or len(params) < len(states)):
         try:
-            params = manifest_params(source, defaults, storage_options)
+            params = manifest_params(source, defaults, storage_options) | params
         except Exception as exc:  # noqa: BLE001 - parameters are extra detail; the report works without them
-            notes.append(f"per-row parameters unavailable: manifest {mask_uri(source)} not readable "
-                         f"({type(exc).__name__}); pass --manifest")
+            missing = len(states) - len(params)
+            notes.append(f"per-row parameters unavailable for {missing} row(s) the ledger has none for: manifest "
+                         f"{mask_uri(source)} not readable ({type(exc).__name__}); pass --manifest")
     rows = build_rows(out, states, _latest_records(table), params, storage_options)
     done = {r["id"] for r in rows if r["status"] == "done"}
     curves = read_curves([r["curve_uri"] for r in rows if r["curve_uri"]], done, storage_options)
     for row in rows:
         row["curve"] = curves.get(row["id"])
     status = collect_status(out, storage_options)
-    metric_keys = sorted({k for r in rows for k in r["values"] if k not in (*LOSS_COLUMNS, "seconds", "steps_run")},
-                         key=_metric_order)
-    numeric = metric_keys + [k for k in (*LOSS_COLUMNS, "seconds", "steps_run") if any(k in r["values"] for r in rows)]
+    plain = (*LOSS_COLUMNS, "optimise_seconds", "seconds", "steps_run")
+    metric_keys = sorted({k for r in rows for k in r["values"] if k not in plain}, key=_metric_order)
+    numeric = metric_keys + [k for k in plain if any(k in r["values"] for r in rows)]
     return ReportData(
         out=mask_uri(out),
         run=_jsonable(run),

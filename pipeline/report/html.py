@@ -31,6 +31,18 @@ def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def row_name(row: Mapping[str, Any]) -> str:
+    """A readable tile label: the output's own name when the manifest gave one, else content × style."""
+    output = row.get("output_uri") or ""
+    file = output.rsplit("/", 1)[-1]
+    if file and not file.startswith(str(row["id"])):
+        return file
+    def stem(uri: Any) -> str:
+        name = str(uri or "?").rstrip("/").rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[0] if "." in name else name
+    return f"{stem(row.get('content_uri'))} × {stem(row.get('style_uri'))}"
+
+
 def build_payload(
     data: ReportData,
     *,
@@ -57,7 +69,8 @@ def build_payload(
     for r in data.rows:
         c = contents.setdefault(r["content_uri"], len(contents)) if r.get("content_uri") else None
         s = styles.setdefault(r["style_uri"], len(styles)) if r.get("style_uri") else None
-        row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"]}
+        row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"],
+                               "name": row_name(r)}
         if r["status"] == "done":
             row["th"] = src(row_thumbs.get(r["id"]))
             if r.get("image") and embedded is None:

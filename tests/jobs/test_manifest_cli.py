@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet below
 import pytest
 from manifest_helpers import write_table
 from typer.testing import CliRunner
@@ -89,3 +90,62 @@ def test_error_output_masks_credentials(tmp_path: Path) -> None:
     result = runner.invoke(manifest_app, ["validate", uri, "--storage-option", "secret=hunter22"])
     assert result.exit_code == 1
     assert "supersecret" not in result.output and "hunter22" not in result.output
+
+
+def test_show_ids_lists_each_rows_id_as_a_run_derives_it(image_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from jobs import row_id_for
+    from nst_core.params import StyleParams
+
+    out = str(tmp_path / "m.parquet")
+    built = runner.invoke(
+        manifest_app,
+        ["build", "--content", str(image_dir / "content"), "--style", str(image_dir / "style" / "*.png"),
+         "--sweep", "style_weight=1e5,1e6", "-o", out],
+    )  # fmt: skip
+    assert built.exit_code == 0, built.output
+    rows = pa.parquet.read_table(out).to_pylist()
+
+    result = runner.invoke(manifest_app, ["show", out, "--ids"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "index\trow_id\tcontent_uri\tstyle_uri" and len(lines) == len(rows) + 1
+    for i, (line, row) in enumerate(zip(lines[1:], rows, strict=True)):
+        params = StyleParams(style_weight=row["style_weight"])
+        expected = row_id_for(row["content_uri"], row["style_uri"], params)
+        assert line.split("\t") == [str(i), expected, row["content_uri"], row["style_uri"]]
+
+    # A run with --size 256 derives other ids; --param gives show the same run-level defaults.
+    result = runner.invoke(manifest_app, ["show", out, "--ids", "--json", "--param", "size=256"])
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in result.output.strip().splitlines()]
+    base = StyleParams(size=256)
+    assert [e["row_id"] for e in entries] == [
+        row_id_for(r["content_uri"], r["style_uri"], dataclasses.replace(base, style_weight=r["style_weight"]))
+        for r in rows
+    ]
+
+
+def test_show_and_validate_json(image_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    out = str(tmp_path / "m.parquet")
+    built = runner.invoke(manifest_app, ["build", "-c", str(image_dir / "content"), "-s", str(image_dir / "style"),
+                                         "-o", out])  # fmt: skip
+    assert built.exit_code == 0, built.output
+    shown = runner.invoke(manifest_app, ["show", out, "--json"])
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads(shown.output)
+    rows = pa.parquet.read_table(out).num_rows
+    assert summary["rows"] == rows and summary["distinct_contents"] == 3 and summary["gpu_hours"] > 0
+    valid = runner.invoke(manifest_app, ["validate", out, "--json"])
+    assert valid.exit_code == 0 and json.loads(valid.output)["ok"] is True
+
+    bad = write_table(tmp_path / "bad.parquet", pa.table({"content_uri": ["c"], "style_uri": ["s"], "steps": [-1]}))
+    result = runner.invoke(manifest_app, ["validate", bad, "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False and report["problems"][0]["index"] == 0
+    assert report["problems"][0]["column"] == "steps"

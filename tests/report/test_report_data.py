@@ -34,9 +34,15 @@ def test_rows_failures_curves_and_sweep_parameters(small_run: dict[str, Any]) ->
         assert row["curve"]["total"][-1] == pytest.approx(row["values"]["loss_total"], rel=1e-6)
     # The sweep row differs from the run defaults only by its style weight.
     params = {r["metadata"]["tag"]: r["params"] for r in data.rows}
-    assert params["sweep"] == {"style_weight": "1000.0"}
+    assert params["sweep"] == {"style_weight": "1000"}  # compact numbers: no "1000.0", no "1000000.0"
     assert params["c0s0"] == {}
-    assert data.defaults["style_weight"] == "1000000.0"
+    assert data.defaults["style_weight"] == "1e6"
+    # Seconds per row are the row's share of its batch's device time, never more than the batch's wall time.
+    for row in done:
+        assert 0 < row["values"]["optimise_seconds"] <= row["values"]["seconds"]
+    device = [r["values"]["optimise_seconds"] for r in done]
+    mean = sum(w["mean_seconds"] * w["rows"] for w in data.workers) / 5
+    assert mean == pytest.approx(sum(device) / 5)
     # The workers' metrics are offered for sorting, headline ones first; failed rows have none.
     assert data.numeric[:5] == ["content_dist", "gram_err", "ssim", "colour_dist_style", "clipped"]
     assert {f"gram_err_{layer}" for layer in DEFAULT_STYLE_LAYERS} <= set(data.numeric)
@@ -61,8 +67,21 @@ def test_metric_columns_are_read_when_the_ledger_has_them(run_with_metrics: str)
 
 def test_unreadable_manifest_is_a_note_not_a_failure(small_run: dict[str, Any], tmp_path: Path) -> None:
     data = load_report_data(small_run["out"], manifest=str(tmp_path / "gone.parquet"))
-    assert any("per-row parameters unavailable" in n for n in data.notes)
-    assert all(r["params"] == {} for r in data.rows)
+    assert any("per-row parameters unavailable for 1 row(s)" in n for n in data.notes)
+    # Done rows' parameters come from the ledger itself; only the failed row's are unknown.
+    params = {r["metadata"]["tag"]: r["params"] for r in data.rows}
+    assert params["sweep"] == {"style_weight": "1000"} and params["c0s0"] == {} and params["broken"] == {}
+
+
+def test_compact_numbers() -> None:
+    from pipeline.report.data import compact_number, compact_text
+
+    assert [compact_number(v) for v in (1e7, 1e5, 1.5e8, 2.5e-4, 0.35, 300.0, 1000.0, 0.0)] == [
+        "1e7", "1e5", "1.5e8", "2.5e-4", "0.35", "300", "1000", "0",
+    ]
+    assert compact_text("10000000.0") == "1e7" and compact_text("500") == "500"
+    assert compact_text("0.5,1e-05") == "0.5,1e-5" and compact_text("256:100,512:50") == "256:100,512:50"
+    assert compact_text("relu1_1,relu2_1") == "relu1_1,relu2_1"
 
 
 def test_thumbnails_are_made_once_and_remade_only_when_missing(small_run: dict[str, Any], tmp_path: Path) -> None:
@@ -118,3 +137,34 @@ def test_metrics_from_columns_and_from_a_json_column() -> None:
     rec = {"metric_ssim": 0.5, "metric_clipped": None, "metric_gram_err": float("nan"),
            "metrics": json.dumps({"gram_err_relu1_1": 0.25, "ssim": 0.4}), "loss_total": 3.0}
     assert record_metrics(rec) == {"ssim": 0.5, "gram_err_relu1_1": 0.25}  # columns win over the JSON copy
+
+
+def test_ledger_records_each_done_rows_effective_parameters(small_run: dict[str, Any]) -> None:
+    records = read_ledger(OutputLayout(small_run["out"])).to_pylist()
+    done = {json.loads(r["metadata"])["tag"]: r for r in records if r["status"] == "done"}
+    # Run-level --size 32 --steps 4 --log-every 1, each written against the library defaults.
+    run_level = {"size": 32, "steps": 4, "log_every": 1}
+    assert json.loads(done["c0s0"]["params"]) == run_level
+    assert json.loads(done["sweep"]["params"]) == run_level | {"style_weight": 1000.0}
+    # URIs and the manifest path are absolute, so a report built from another directory keeps them.
+    run = json.loads((Path(small_run["out"]) / "run.json").read_text())
+    assert Path(run["manifest"]).is_absolute() and Path(run["out"]).is_absolute()
+    assert all(Path(r["output_uri"]).is_absolute() for r in done.values())
+
+
+def test_a_ledger_part_without_the_newer_columns_still_reads(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.ledger import LEDGER_SCHEMA, row_states
+
+    layout = OutputLayout(str(tmp_path))
+    old = [n for n in LEDGER_SCHEMA.names if n not in ("params", "optimise_seconds", "metrics")]
+    row = {n: None for n in old} | {"record_id": "r1", "run_id": "x", "row_id": "a", "status": "done",
+                                    "attempt": 1, "metadata": "{}"}  # fmt: skip
+    table = pa.Table.from_pylist([row], schema=pa.schema([LEDGER_SCHEMA.field(n) for n in old]))
+    Path(layout.ledger_dir()).mkdir(parents=True)
+    pq.write_table(table, str(Path(layout.ledger_dir()) / "part-old.parquet"))
+    read = read_ledger(layout)
+    assert read.column("params").to_pylist() == [None] and read.column("optimise_seconds").to_pylist() == [None]
+    assert row_states(read)["a"].done
