@@ -1,9 +1,12 @@
-"""CPU benchmark of the engine against a tutorial-style reference loop: seconds per image-iteration.
+"""CPU benchmark of the engine against the PyTorch tutorial loop: seconds per image-iteration.
 
 Run: .venv/bin/python bench/engine_cpu.py [--size 256] [--steps 4] [--quick]
 Both sides use the same loss (Gatys 2016: ½Σ(F−P)² on relu4_2, paper-normalised Gram loss on
-relu1_1…relu5_1, avg pooling, α=1, β=1e6) and random:0 weights. The reference is what tutorials do: one
-image, eager, weight gradients ON, the full VGG19 `features` (through pool5), `loss.item()` every step.
+relu1_1…relu5_1, avg pooling, α=1, β=1e6) and random:0 weights. The reference is the PyTorch tutorial's
+loop as published: one image, eager, frozen weights (`requires_grad_(False)`), the network cut after the
+deepest loss layer, `loss.item()` every step. A second reference row keeps the old, weaker baseline
+(weight gradients on, all 37 modules) for comparison with earlier figures. The machine may be shared:
+compare ratios within one run, not seconds across runs.
 Steady state: the time between the first and the last completed iteration (setup such as style targets
 and content features excluded on both sides), after one warm-up run per configuration.
 """
@@ -30,8 +33,18 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 
 
-def reference_seconds(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tensor, steps: int) -> float:
-    """Tutorial-style loop: a trainable copy of the full feature stack, one image, .item() per step."""
+def reference_seconds(
+    vgg: VGGFeatures,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    steps: int,
+    *,
+    frozen: bool = True,
+    truncated: bool = True,
+) -> float:
+    """The tutorial loop: frozen, truncated copy of the feature stack, one image, .item() per step.
+
+    frozen=False, truncated=False is the old baseline (weight gradients, all 37 modules)."""
     names = LAYER_NAMES["vgg19"]
     layers = []
     for module in vgg.features:
@@ -42,14 +55,18 @@ def reference_seconds(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tens
         else:
             conv = nn.Conv2d(module.in_channels, module.out_channels, 3, padding=1)
             conv.load_state_dict(module.state_dict())
-            layers.append(conv)  # requires_grad stays True: weight gradients are computed, as in tutorials
+            layers.append(conv)
+    deepest = max(names.index(n) for n in (*STYLE_LAYERS, CONTENT_LAYER))
+    if truncated:
+        layers, names = layers[: deepest + 1], names[: deepest + 1]
     net = nn.Sequential(*layers)
+    net.requires_grad_(not frozen)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
         out, h = {}, (x - mean) / std
-        for name, layer in zip(names, net, strict=True):  # runs all 37 modules, through pool5
+        for name, layer in zip(names, net, strict=True):
             h = layer(h)
             out[name] = h
         return out
@@ -131,9 +148,11 @@ def main() -> None:
     ref = reference_seconds(vgg, contents[0][None], style[None], steps)
     with flush_denormals(torch.device("cpu")):  # isolates the engine's denormal flushing from the other wins
         ref_ftz = reference_seconds(vgg, contents[0][None], style[None], steps)
+    old = reference_seconds(vgg, contents[0][None], style[None], steps, frozen=False, truncated=False)
     rows = [
         ("reference (tutorial loop)", 1, "fp32", "no", ref),
         ("reference + denormals flushed", 1, "fp32", "no", ref_ftz),
+        ("old baseline (weight grads, 37 modules)", 1, "fp32", "no", old),
     ]
     for batch in batches:
         for precision, cl in ((Precision.fp32, False), (Precision.fp32, True), (Precision.bf16, False)):

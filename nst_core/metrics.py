@@ -103,8 +103,8 @@ def feature_metrics_per_image(
     style_layers = tuple(params.style_layers)
     layers = tuple(dict.fromkeys((*content_layers, *style_layers)))
     with conv_precision(dev, params.precision):
-        feats = model(out, layers, params.pooling)
-        content_feats = model(ref, content_layers, params.pooling)
+        feats = model(out, layers, params.pooling, params.padding)
+        content_feats = model(ref, content_layers, params.pooling, params.padding)
     batch = out.shape[0]
     metrics: dict[str, Tensor] = {}
     num_sum = torch.zeros(batch, dtype=torch.float64, device=dev)

@@ -28,6 +28,19 @@ class Pooling(str, Enum):
     max = "max"
 
 
+class Padding(str, Enum):
+    """Border handling of VGG's first convolution; every deeper convolution keeps VGG's zero padding.
+
+    `zeros` is VGG as trained: in ImageNet-normalised space a zero border is a mean-grey frame, which can
+    saturate the outer pixels; `replicate` (crowsonkb's style-transfer-pytorch) and `reflect` extend the
+    image instead. Measured figures in docs/engine.md.
+    """
+
+    zeros = "zeros"
+    replicate = "replicate"
+    reflect = "reflect"
+
+
 class OptimizerName(str, Enum):
     adam = "adam"
     lbfgs = "lbfgs"
@@ -95,6 +108,9 @@ MAX_STEPS = 100_000
 """Most steps per stage: the paper's results converge within ~1,000; 10⁵ at 512 px is already ~30 GPU-minutes
 per image, so anything larger is a typo that would hold a GPU for days."""
 
+MAX_LBFGS_HISTORY = 1000
+"""Most L-BFGS curvature pairs: each holds two copies of the image, so 1000 at 1024 px is ~25 GB."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class StyleParams:
@@ -135,6 +151,11 @@ class StyleParams:
     """Stop once the relative change of the total loss over `log_every` steps falls below this; 0 = off."""
     log_every: int = 10
     precision: Precision = Precision.fp32
+    padding: Padding = Padding.zeros
+    """First-convolution border (see `Padding`). zeros stays the default: in the border measurement of
+    docs/engine.md replicate left the outer ring as saturated as zeros did."""
+    lbfgs_history: int = 100
+    """Curvature pairs L-BFGS keeps (torch's and neural-style-pt's default); each costs two image-sized tensors."""
 
     def __post_init__(self) -> None:
         _normalise_inputs(self)
@@ -196,13 +217,20 @@ def validate_params(p: StyleParams) -> list[str]:
         elif nonneg and value < 0:
             problems.append(f"{name} must be >= 0, got {value!r}")
 
-    for name, value in (("size", p.size), ("steps", p.steps), ("log_every", p.log_every)):
+    for name, value in (
+        ("size", p.size),
+        ("steps", p.steps),
+        ("log_every", p.log_every),
+        ("lbfgs_history", p.lbfgs_history),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             problems.append(f"{name} must be a positive integer, got {value!r}")
     if isinstance(p.size, int) and p.size > MAX_SIZE:
         problems.append(f"size must be <= {MAX_SIZE}, got {p.size}")
     if isinstance(p.steps, int) and p.steps > MAX_STEPS:
         problems.append(f"steps must be <= {MAX_STEPS}, got {p.steps}")
+    if isinstance(p.lbfgs_history, int) and p.lbfgs_history > MAX_LBFGS_HISTORY:
+        problems.append(f"lbfgs_history must be <= {MAX_LBFGS_HISTORY}, got {p.lbfgs_history}")
     if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed < 2**63:
         problems.append(f"seed must be an integer in [0, 2**63), got {p.seed!r}")
     finite("lr", p.lr, positive=True)
@@ -264,6 +292,7 @@ def validate_params(p: StyleParams) -> list[str]:
         ("pooling", Pooling),
         ("preserve_color", PreserveColor),
         ("precision", Precision),
+        ("padding", Padding),
     ):
         if not isinstance(getattr(p, name), enum_type):
             problems.append(f"{name} must be one of {[e.value for e in enum_type]}, got {getattr(p, name)!r}")
@@ -284,6 +313,7 @@ __all__ = [
     "MAX_SIZE",
     "MAX_STEPS",
     "OptimizerName",
+    "Padding",
     "Pooling",
     "Precision",
     "PreserveColor",
@@ -305,12 +335,14 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "pooling": Pooling,
     "preserve_color": PreserveColor,
     "precision": Precision,
+    "padding": Padding,
 }
 _FIELD_KINDS: dict[str, str] = {
     "size": "int",
     "steps": "int",
     "seed": "int",
     "log_every": "int",
+    "lbfgs_history": "int",
     "lr": "float",
     "content_weight": "float",
     "style_weight": "float",

@@ -1,9 +1,15 @@
-"""Arithmetic settings (fp32 / tf32 / bf16 autocast) for the convolutions; used by targets and engine."""
+"""Arithmetic settings (fp32 / tf32 / bf16 autocast) for the convolutions and CPU denormal flushing; used by targets and engine."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import ctypes
+import ctypes.util
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -91,18 +97,127 @@ def cuda_run_settings(device: torch.device, precision: Precision | str, *, autot
         yield
 
 
+_FTZ_DAZ = 0x8040
+"""MXCSR bits: flush-to-zero (results) and denormals-are-zero (inputs)."""
+
+
+class _FEnv(ctypes.Structure):
+    """glibc's x86-64 `fenv_t`: the x87 environment, then MXCSR (the SSE control and status register)."""
+
+    _fields_ = [("x87", ctypes.c_ubyte * 28), ("mxcsr", ctypes.c_uint32)]
+
+
+class _PoolFlusher:
+    """Sets the denormal bits of MXCSR in every thread of the OpenMP pool that runs torch's CPU kernels.
+
+    `torch.set_flush_denormal` changes the calling thread only, so with N intra-op threads the chunks of
+    an op computed by the other N−1 keep their denormals (measured: half of a 2-thread op's outputs), and
+    a pool thread created while it is on inherits the flag and keeps it afterwards. OpenMP keeps one pool
+    per calling thread, so a `GOMP_parallel` region of torch's thread count, started from the thread that
+    runs the optimisation, visits the very threads its kernels use; each sets its own MXCSR through
+    `fegetenv`/`fesetenv`. Linux x86-64 with torch's libgomp (or an OpenMP runtime exporting the GOMP
+    entry points) only; elsewhere `get` returns None.
+    """
+
+    _instance: _PoolFlusher | None = None
+    _probed = False
+
+    def __init__(self, gomp: ctypes.CDLL, libm: ctypes.CDLL) -> None:
+        self._callback_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        gomp.GOMP_parallel.argtypes = [self._callback_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        gomp.GOMP_parallel.restype = None
+        self._gomp = gomp
+        self._libm = libm
+
+    @classmethod
+    def get(cls) -> _PoolFlusher | None:
+        if not cls._probed:
+            cls._probed = True
+            cls._instance = cls._load()
+        return cls._instance
+
+    @classmethod
+    def _load(cls) -> _PoolFlusher | None:
+        if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+            return None
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if line.rstrip().endswith((".so.1", ".so"))}
+            gomp_path = next(
+                (p for p in sorted(paths) if os.path.basename(p).startswith(("libgomp", "libomp", "libiomp5"))),
+                None,
+            )
+            libm_name = ctypes.util.find_library("m")
+            if gomp_path is None or libm_name is None:
+                return None
+            gomp, libm = ctypes.CDLL(gomp_path), ctypes.CDLL(libm_name)
+            if not hasattr(gomp, "GOMP_parallel"):
+                return None
+            return cls(gomp, libm)
+        except OSError:
+            return None
+
+    def _each_thread(self, action: Callable[[int, _FEnv], int | None]) -> None:
+        """Runs action(thread id, its fenv) in every pool thread; a returned MXCSR value is written back."""
+
+        def body(_: object) -> None:
+            env = _FEnv()
+            self._libm.fegetenv(ctypes.byref(env))
+            new = action(threading.get_ident(), env)
+            if new is not None and new != env.mxcsr:
+                env.mxcsr = new
+                self._libm.fesetenv(ctypes.byref(env))
+
+        callback = self._callback_type(body)
+        self._gomp.GOMP_parallel(callback, None, torch.get_num_threads(), 0)
+
+    def enable(self) -> dict[int, int]:
+        """Turns flushing on in every pool thread; returns each thread's previous denormal bits."""
+        saved: dict[int, int] = {}
+
+        def on(ident: int, env: _FEnv) -> int:
+            saved[ident] = env.mxcsr & _FTZ_DAZ
+            return env.mxcsr | _FTZ_DAZ
+
+        self._each_thread(on)
+        return saved
+
+    def restore(self, saved: dict[int, int]) -> None:
+        """Puts the bits back; a thread created meanwhile gets what the calling thread had."""
+        default = saved.get(threading.get_ident(), 0)
+
+        def back(ident: int, env: _FEnv) -> int:
+            return (env.mxcsr & ~_FTZ_DAZ) | saved.get(ident, default)
+
+        self._each_thread(back)
+
+
 @contextlib.contextmanager
-def flush_denormals(device: torch.device) -> Iterator[None]:
-    """Treat subnormal floats as zero on the CPU while optimising.
+def flush_denormals(device: torch.device) -> Iterator[bool]:
+    """Treat subnormal floats as zero on the CPU while optimising; yields whether flushing is on.
 
     Style-loss gradients through a deep network are often subnormal (< 1.2e-38), which x86 CPUs process
-    up to ~100× slower; flushing them changes results by less than 1e-38. The flag is per thread and
-    has no getter, so it is switched back to PyTorch's default (off) afterwards.
+    many times slower (figures in docs/performance.md); flushing them changes results by less than 1e-38.
+    The flag is per thread, so it is set in every intra-op thread (`_PoolFlusher`) and each thread's
+    previous setting is restored on exit. Where the pool cannot be reached, a single-threaded torch is
+    flushed through `torch.set_flush_denormal` (then the calling thread is the only one), and otherwise
+    nothing is changed: flushing some threads only would make results depend on the thread count.
     """
-    if device.type != "cpu" or not torch.set_flush_denormal(True):
-        yield
+    if device.type != "cpu":
+        yield False
         return
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
+    flusher = _PoolFlusher.get()
+    if flusher is not None:
+        saved = flusher.enable()
+        try:
+            yield True
+        finally:
+            flusher.restore(saved)
+        return
+    if torch.get_num_threads() == 1 and torch.set_flush_denormal(True):
+        try:
+            yield True
+        finally:
+            torch.set_flush_denormal(False)
+        return
+    yield False

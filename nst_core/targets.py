@@ -111,7 +111,7 @@ def target_cache_key(
     """Key under which a cache may store the targets; None when `style.key` is "" (caching disabled).
 
     Includes everything the targets depend on: the style identity and blend weights, the style size
-    (content long side × style_scale), layers, pooling, colour mode and precision; with a colour-preserving
+    (content long side × style_scale), layers, pooling, first-convolution padding, colour mode and precision; with a colour-preserving
     mode also the content itself (pass the resized `content`). The model identity is added by the Stylizer.
     """
     if not style.key:
@@ -124,6 +124,7 @@ def target_cache_key(
         style_long_side(max(content_shape), params.style_scale),
         tuple(params.style_layers),
         params.pooling.value,
+        params.padding.value,
         params.preserve_color.value,
         params.precision.value,
     )
@@ -176,7 +177,7 @@ def compute_style_targets(
     for image, w in zip(style.images, style.blend_weights(), strict=True):
         s = prepare_style_image(image.to(dev).float(), long_side, params.preserve_color, content)
         with conv_precision(dev, params.precision):
-            feats = model(s.unsqueeze(0), layers, params.pooling)
+            feats = model(s.unsqueeze(0), layers, params.pooling, params.padding)
         for name in layers:
             f = feats[name]
             a_hat = gram(f)[0] / (f.shape[-2] * f.shape[-1])

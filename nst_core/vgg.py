@@ -19,7 +19,7 @@ import torchvision
 from torch import Tensor, nn
 
 from nst_core.layers import LAYER_NAMES
-from nst_core.params import Arch, Pooling
+from nst_core.params import Arch, Padding, Pooling
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,10 +60,18 @@ class VGGFeatures(nn.Module):
         self.eval()
 
     def forward(
-        self, x: Tensor, layers: Sequence[str], pooling: Pooling | str = Pooling.avg
+        self,
+        x: Tensor,
+        layers: Sequence[str],
+        pooling: Pooling | str = Pooling.avg,
+        padding: Padding | str = Padding.zeros,
     ) -> dict[str, Tensor]:
-        """x: [B,3,H,W] RGB in [0,1]. Runs only up to the deepest layer in `layers`."""
+        """x: [B,3,H,W] RGB in [0,1]. Runs only up to the deepest layer in `layers`.
+
+        `padding` applies to the first convolution only (see `Padding`); the others keep VGG's zeros.
+        """
         pooling = Pooling(pooling)
+        padding = Padding(padding)
         unknown = [name for name in layers if name not in self.layer_index]
         if unknown:
             raise ValueError(f"{self.arch.value} has no layer(s) {unknown}; known: {list(self.layer_index)}")
@@ -77,7 +85,14 @@ class VGGFeatures(nn.Module):
         for i in range(last + 1):
             module = self.features[i]
             if isinstance(module, nn.Conv2d):
-                h = module(h)
+                if i == 0 and padding is not Padding.zeros:
+                    # Deviation from VGG: a zero border is a grey frame in normalised space that the
+                    # optimisation saturates; extend the image instead (crowsonkb/style-transfer-pytorch).
+                    pad = module.padding if isinstance(module.padding, tuple) else (1, 1)
+                    h = F.pad(h, (pad[1], pad[1], pad[0], pad[0]), mode=padding.value)
+                    h = F.conv2d(h, module.weight, module.bias, module.stride, 0, module.dilation, module.groups)
+                else:
+                    h = module(h)
             elif isinstance(module, nn.ReLU):
                 h = F.relu(h)  # never in place: an earlier layer's output may be kept as a feature
             elif isinstance(module, nn.MaxPool2d):

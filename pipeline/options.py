@@ -33,7 +33,7 @@ FIELD_HELP: dict[str, str] = {
     "size": "Long side of the output in pixels (the content image is resized to it).",
     "steps": "Optimisation steps.",
     "optimizer": "Optimiser over the pixels.",
-    "lr": "Learning rate (Adam/gd; L-BFGS uses it as its step size).",
+    "lr": "Step size of Adam and gd. L-BFGS ignores it: its strong-Wolfe line search picks every step.",
     "init": "Starting image: the content, seeded noise (the paper's choice) or the style.",
     "seed": "Seed for noise initialisation.",
     "content_weight": "α, weight of the content loss.",
@@ -54,6 +54,8 @@ FIELD_HELP: dict[str, str] = {
     "early_stop": "Stop when the relative loss change per log interval falls below this (0 = off).",
     "log_every": "Record the loss curve every N steps.",
     "precision": "Convolution arithmetic; Gram matrices and losses are always float32.",
+    "padding": "Border of VGG's first convolution: zeros (VGG as trained) or replicate/reflect, which extend the image.",
+    "lbfgs_history": "Curvature pairs L-BFGS keeps (each costs two copies of the image).",
 }
 
 _TEXT_FIELDS = {"content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "schedule"}

@@ -73,7 +73,7 @@ class BatchSpec:
 def style_key(style_uri: str, params: StyleParams) -> str:
     """Affinity key: the rows whose style targets one cached entry can serve."""
     return (
-        f"{style_uri}|{max(s for s, _ in params.stages())}|{params.style_scale}|{params.pooling.value}|"
+        f"{style_uri}|{max(s for s, _ in params.stages())}|{params.style_scale}|{params.pooling.value}|{params.padding.value}|"
         + ",".join(params.style_layers)
         + f"|{params.style_normalization.value}|{params.precision.value}"
     )

@@ -32,8 +32,9 @@ MIXED = StyleParams(
     style_layer_weights=(0.25, 0.75),
 )
 
-DEFAULTS_FINGERPRINT = "6cedb8c8f6eb8c522e86c1d5c43576ca5282856a294db0e3bf696bf96cc731a0"
-"""sha256 of json.dumps(StyleParams().to_dict(), sort_keys=True) when ROW_ID_VERSION became nst-row/2."""
+DEFAULTS_FINGERPRINT = "71b13e6ddd73bb477fe06bcbc97d9187c4952d64d051f5cd335d6b84716841cf"
+"""sha256 of json.dumps(StyleParams().to_dict(), sort_keys=True): set when ROW_ID_VERSION became nst-row/2,
+updated for the new fields `padding` and `lbfgs_history`, whose defaults reproduce the old behaviour."""
 
 
 def expected_id(content: str, style: str, params_text: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import platform
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from torch._dynamo.utils import counters
 from nst_core.engine import ImageResult, StepReport, Stylizer
 from nst_core.losses import ContentLoss, StyleLoss, gram
 from nst_core.params import Init, OptimizerName, Precision, StyleParams
-from nst_core.precision import conv_autocast, cuda_run_settings
+from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals
 from nst_core.targets import Style
 from nst_core.vgg import VGGFeatures
 
@@ -212,3 +214,33 @@ def test_failed_compile_warns_and_runs_eagerly(stylizer: Stylizer, vgg: VGGFeatu
     assert "no compiler on this machine" in (compiled.step_function.error or "")
     _compare(_pair_run(stylizer, params), out, 0.0)  # the fallback is the eager path itself: bit-identical
 
+
+
+# ---------------------------------------------------------------- denormals
+
+
+def _flushed_share(x: torch.Tensor) -> float:
+    """Share of a subnormal tensor that one elementwise op (split over the intra-op threads) flushes to 0."""
+    return float(((x * 1.0 + 0.0) == 0).float().mean())
+
+
+def test_flush_denormals_holds_for_every_intra_op_thread_and_is_restored() -> None:
+    """torch.set_flush_denormal alone flushes the calling thread only: half of a 2-thread op's outputs
+    stayed subnormal, and pool threads created meanwhile kept flushing after the run."""
+    threads = torch.get_num_threads()
+    x = torch.full((1 << 20,), 1e-39)
+    try:
+        torch.set_num_threads(2)
+        assert _flushed_share(x) == 0.0
+        with flush_denormals(torch.device("cpu")) as on:
+            if not on:
+                assert not (sys.platform == "linux" and platform.machine() == "x86_64")
+                pytest.skip("denormal flushing is only implemented for Linux x86-64")
+            assert _flushed_share(x) == 1.0
+            torch.set_num_threads(3)  # a pool thread created during the run inherits the flag
+            assert _flushed_share(x) == 1.0
+        assert _flushed_share(x) == 0.0  # every thread, the new one included, is back to its setting
+        torch.set_num_threads(2)
+        assert _flushed_share(x) == 0.0
+    finally:
+        torch.set_num_threads(threads)

@@ -80,6 +80,25 @@ def test_matches_torchvision_with_max_pooling_and_avg_differs(vgg: VGGFeatures) 
     assert not torch.allclose(avg, ours["relu3_1"])
 
 
+@pytest.mark.parametrize("padding", ["replicate", "reflect"])
+def test_padding_changes_the_first_convolution_only(vgg: VGGFeatures, padding: str) -> None:
+    x = torch.rand(1, 3, 20, 24)
+    norm = (x - vgg.mean) / vgg.std
+    first = vgg.features[0]
+    with torch.no_grad():
+        ours = vgg(x, ["conv1_1", "conv1_2"], "avg", padding)
+        conv11 = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(norm, (1, 1, 1, 1), mode=padding), first.weight, first.bias
+        )
+        zeros = vgg(x, ["conv1_1"], "avg", "zeros")["conv1_1"]
+    torch.testing.assert_close(ours["conv1_1"], conv11)
+    # the second convolution pads with zeros as VGG does
+    torch.testing.assert_close(ours["conv1_2"], vgg.features[2](torch.relu(conv11)))
+    # only the border differs from zero padding
+    torch.testing.assert_close(ours["conv1_1"][..., 1:-1, 1:-1], zeros[..., 1:-1, 1:-1])
+    assert not torch.allclose(ours["conv1_1"], zeros)
+
+
 def test_parameters_frozen_no_weight_gradients(vgg: VGGFeatures) -> None:
     assert not vgg.training
     assert all(not p.requires_grad for p in vgg.parameters())
