@@ -23,14 +23,21 @@ def test_batched_equals_unbatched(stylizer: Stylizer, optimizer: OptimizerName) 
     styles = [Style((_rand(10, 32, 32),)), Style((_rand(11, 40, 30),)), Style((_rand(12, 32, 32),))]
     lr = 0.02 if optimizer is OptimizerName.adam else 1e-3
     params = SMALL.replace(optimizer=optimizer, init=Init.noise, seed=5, lr=lr, tv_weight=1e-3)
-    batched = stylizer.stylize(contents, styles, params)
-    for i in range(3):
-        alone = stylizer.stylize([contents[i]], [styles[i]], params)[0]
-        torch.testing.assert_close(batched[i].image, alone.image, atol=1e-5, rtol=0)
-        assert batched[i].curve.step == alone.curve.step == [0, 4, 8, 12]
-        torch.testing.assert_close(
-            torch.tensor(batched[i].curve.total), torch.tensor(alone.curve.total), rtol=1e-4, atol=0
-        )
+    # oneDNN chooses convolution kernels by batch size on some CPUs (an AMD EPYC here: one image of three
+    # off by 8e-5 after 12 Adam steps, which amplifies rounding where a gradient is near 0). With its
+    # batch-invariant fallback the engine itself must add no coupling between images: equal bit for bit.
+    mkldnn, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+    try:
+        batched = stylizer.stylize(contents, styles, params)
+        for i in range(3):
+            alone = stylizer.stylize([contents[i]], [styles[i]], params)[0]
+            torch.testing.assert_close(batched[i].image, alone.image, atol=0, rtol=0)
+            assert batched[i].curve.step == alone.curve.step == [0, 4, 8, 12]
+            torch.testing.assert_close(
+                torch.tensor(batched[i].curve.total), torch.tensor(alone.curve.total), rtol=1e-6, atol=0
+            )  # the per-image loss sums reduce in another order
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
     assert not torch.allclose(batched[0].image, batched[1].image)
 
 

@@ -60,9 +60,9 @@ def test_lbfgs_optimises_photo_texture_pair(vgg: VGGFeatures, pair: tuple[Tensor
     assert total[-1] < (0.5 if init is Init.content else 0.25) * total[0], total
     # ... and no stall: every interval of ten iterations still lowers the loss.
     assert all(b < a for a, b in zip(total, total[1:], strict=False)), total
-    # About one evaluation per iteration (the line search usually accepts its first trial); a loop that
-    # re-evaluated the start of every iteration would need at least two.
-    assert counter.calls < 1.6 * result.steps_run, counter.calls
+    # A bounded line search: the clamp's projected gradients cost 4-8 evaluations per iteration (7.7 for
+    # this pair from content); a search that ran out of trials every time would make 26.
+    assert counter.calls < 10 * result.steps_run, counter.calls
     # The last row is the loss of the returned (clamped) image.
     assert 0 <= result.image.min() and result.image.max() <= 1
     assert result.final["total"] == pytest.approx(total[-1])
