@@ -1,5 +1,5 @@
 """L-BFGS: it optimises a real photo × texture pair without stalling, from content and from noise, at any
-loss scale, with fewer evaluations than two per iteration; early stopping and the history size."""
+loss scale, with fewer than two evaluations per iteration; early stopping and the history size."""
 
 from __future__ import annotations
 
@@ -60,9 +60,10 @@ def test_lbfgs_optimises_photo_texture_pair(vgg: VGGFeatures, pair: tuple[Tensor
     assert total[-1] < (0.5 if init is Init.content else 0.25) * total[0], total
     # ... and no stall: every interval of ten iterations still lowers the loss.
     assert all(b < a for a, b in zip(total, total[1:], strict=False)), total
-    # A bounded line search: the clamp's projected gradients cost 4-8 evaluations per iteration (7.7 for
-    # this pair from content); a search that ran out of trials every time would make 26.
-    assert counter.calls < 10 * result.steps_run, counter.calls
+    # One evaluation per iteration in the common case: the unit step passes the Wolfe test and the next
+    # iteration reuses its evaluation (measured 1.4 and 1.6 here). Gradients that push pixels on a bound
+    # out of the box made 7-9; a search that ran out of trials every time would make 26.
+    assert counter.calls < 2 * result.steps_run, counter.calls
     # The last row is the loss of the returned (clamped) image.
     assert 0 <= result.image.min() and result.image.max() <= 1
     assert result.final["total"] == pytest.approx(total[-1])
