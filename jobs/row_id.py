@@ -12,6 +12,7 @@ the old behaviour leaves every existing id unchanged. The price: an absent field
 changing a default value in `StyleParams` changes what existing ids stand for and requires bumping
 ROW_ID_VERSION (a test pins the defaults' fingerprint to enforce this).
 
+`precision` is left out when it is `auto` (the default) or `fp32` (the default before `auto` existed).
 `log_every` is left out unless `early_stop` > 0: it only sets how often losses are recorded, except that
 early stopping compares the loss every `log_every` steps. Every other field counts, even where the engine
 ignores it (size/steps under a schedule): two jobs wrongly sharing an id would make a resumed run skip real
@@ -34,6 +35,10 @@ _DEFAULT_TEXT: dict[str, str] = {
     name: format_field(name, getattr(StyleParams(), name)) for name in PARAM_COLUMNS
 }
 """Defaults compared in their canonical text form, so 1e6 and 1000000 (or a list and a tuple) agree."""
+_ALSO_DEFAULT: dict[str, tuple[str, ...]] = {"precision": ("fp32",)}
+"""Values that count as the default in the id: `precision`'s default became `auto` (fp32 on CPU, bf16 on
+CUDA) after ids had been made with fp32 as the default, so fp32 still reads as absent: every existing id
+is unchanged, and an fp32 row and an auto row share one (precision is an execution choice)."""
 
 
 def params_key(params: StyleParams) -> str:
@@ -43,7 +48,7 @@ def params_key(params: StyleParams) -> str:
         if name == "log_every" and not params.early_stop > 0:
             continue  # without early stopping it only sets how often losses are recorded
         text = format_field(name, getattr(params, name))
-        if text != _DEFAULT_TEXT[name]:
+        if text != _DEFAULT_TEXT[name] and text not in _ALSO_DEFAULT.get(name, ()):
             parts.append(f"{name}={text}")
     return ";".join(parts)
 

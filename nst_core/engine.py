@@ -19,7 +19,7 @@ from nst_core.compiled import Backend, StepFunction
 from nst_core.images import resize_long_side, resize_to, resized_shape
 from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
 from nst_core.params import Init, OptimizerName, Padding, Pooling, Precision, PreserveColor, StyleParams
-from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals
+from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals, resolve_precision
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
 
@@ -180,6 +180,8 @@ class Stylizer:
                 )
         if init_images is not None and len(init_images) != len(contents):
             raise ValueError(f"{len(init_images)} init images for {len(contents)} contents")
+        # `auto` becomes this device's arithmetic once, so targets, their cache keys and metadata name it.
+        params = params.replace(precision=resolve_precision(params.precision, self.device))
         stages = params.stages()
         groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
         for i, c in enumerate(contents):

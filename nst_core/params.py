@@ -64,8 +64,15 @@ class PreserveColor(str, Enum):
 
 
 class Precision(str, Enum):
-    """Arithmetic for the convolutions; Gram matrices and losses are always float32."""
+    """Arithmetic for the convolutions; Gram matrices and losses are always float32.
 
+    `auto` (the default) is bf16 on CUDA devices that support it and fp32 elsewhere
+    (`nst_core.precision.resolve_precision`): bf16 is the GPU's fast path, while on CPU fp32 keeps the
+    property that a batch reproduces single-image runs. It is an execution choice, not a style
+    parameter: fp32 and auto give the same row id (jobs/row_id.py).
+    """
+
+    auto = "auto"
     fp32 = "fp32"
     tf32 = "tf32"
     bf16 = "bf16"
@@ -150,7 +157,7 @@ class StyleParams:
     early_stop: float = 0.0
     """Stop once the relative change of the total loss over `log_every` steps falls below this; 0 = off."""
     log_every: int = 10
-    precision: Precision = Precision.fp32
+    precision: Precision = Precision.auto
     padding: Padding = Padding.zeros
     """First-convolution border (see `Padding`). zeros stays the default: in the border measurement of
     docs/engine.md replicate left the outer ring as saturated as zeros did."""

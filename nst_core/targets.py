@@ -13,8 +13,8 @@ from torch import Tensor
 from nst_core.colour import luminance, match_color_histogram, match_luminance
 from nst_core.images import resize_long_side
 from nst_core.losses import gram
-from nst_core.params import Pooling, Precision, PreserveColor, StyleParams
-from nst_core.precision import conv_precision
+from nst_core.params import Pooling, PreserveColor, StyleParams
+from nst_core.precision import conv_precision, resolve_precision
 from nst_core.vgg import VGGFeatures
 
 TARGETS_FORMAT = 1
@@ -190,7 +190,7 @@ def compute_style_targets(
         meta={
             "arch": model.arch.value,
             "weights_source": model.weights_source,
-            "precision": Precision(params.precision).value,
+            "precision": resolve_precision(params.precision, dev).value,
         },
     )
 

@@ -32,9 +32,10 @@ MIXED = StyleParams(
     style_layer_weights=(0.25, 0.75),
 )
 
-DEFAULTS_FINGERPRINT = "71b13e6ddd73bb477fe06bcbc97d9187c4952d64d051f5cd335d6b84716841cf"
+DEFAULTS_FINGERPRINT = "3abe63369c661b39375a87c24693dac7ec683ca02369802e28952342902b01d7"
 """sha256 of json.dumps(StyleParams().to_dict(), sort_keys=True): set when ROW_ID_VERSION became nst-row/2,
-updated for the new fields `padding` and `lbfgs_history`, whose defaults reproduce the old behaviour."""
+updated for the new fields `padding` and `lbfgs_history`, whose defaults reproduce the old behaviour, and
+for `precision`'s default `auto`, which the id reads as the old default fp32 (see the test below)."""
 
 
 def expected_id(content: str, style: str, params_text: str) -> str:
@@ -64,6 +65,16 @@ def test_defaults_are_pinned_to_the_id_version() -> None:
         "DEFAULTS_FINGERPRINT. If only a new field was added whose default reproduces the old behaviour, ids "
         f"are unaffected: update DEFAULTS_FINGERPRINT alone. Current defaults: {current}"
     )
+
+
+def test_precision_auto_keeps_the_ids_made_when_fp32_was_the_default() -> None:
+    """`auto` became the default after ids were made with fp32 as the default: rows that set no precision,
+    or fp32, keep their ids (outputs stay done); bf16 and tf32 rows keep theirs too."""
+    for precision in (Precision.auto, Precision.fp32):
+        assert params_key(StyleParams(steps=100, precision=precision)) == CANONICAL_PARAMS
+        assert row_id_for("c", "s", StyleParams(precision=precision)) == expected_id("c", "s", "")
+    assert params_key(StyleParams(precision=Precision.tf32)) == "precision=tf32"
+    assert params_key(MIXED) == CANONICAL_MIXED  # precision=bf16, as before
 
 
 def test_defaults_written_out_are_the_same_as_left_out() -> None:
