@@ -35,7 +35,7 @@ def strokes(size: int = LONG_SIDE, seed: int = 7) -> Image.Image:
         colour = rng.choice(palette)
         width = rng.randint(2, 6)
         points = []
-        for t in range(8):
+        for _ in range(8):
             points.append((x, y))
             angle += rng.uniform(-0.25, 0.25)
             x += 4 * math.cos(angle)
