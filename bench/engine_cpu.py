@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable
 
 import torch
-from peers import neural_style_pt_seconds, pystiche_seconds  # bench/ is the script's directory
+from peers import (  # bench/ is the script's directory
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    frozen_convs,
+    neural_style_pt_seconds,
+    pystiche_seconds,
+)
 from torch import nn
 
 from nst_core.engine import Stylizer
@@ -31,9 +37,6 @@ from nst_core.params import Precision, StyleParams
 from nst_core.precision import flush_denormals
 from nst_core.targets import Style
 from nst_core.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, load_vgg
-
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-CONTENT_LAYER = "relu4_2"
 
 
 def reference_seconds(
@@ -49,16 +52,15 @@ def reference_seconds(
 
     frozen=False, truncated=False is the old baseline (weight gradients, all 37 modules)."""
     names = LAYER_NAMES["vgg19"]
-    layers = []
+    convs = iter(frozen_convs(vgg))  # requires_grad is set for the whole net below
+    layers: list[nn.Module] = []
     for module in vgg.features:
         if isinstance(module, nn.MaxPool2d):
             layers.append(nn.AvgPool2d(2, 2))  # same pooling as the engine's default
         elif isinstance(module, nn.ReLU):
             layers.append(nn.ReLU(inplace=False))
         else:
-            conv = nn.Conv2d(module.in_channels, module.out_channels, 3, padding=1)
-            conv.load_state_dict(module.state_dict())
-            layers.append(conv)
+            layers.append(next(convs))
     deepest = max(names.index(n) for n in (*STYLE_LAYERS, CONTENT_LAYER))
     if truncated:
         layers, names = layers[: deepest + 1], names[: deepest + 1]

@@ -23,6 +23,7 @@ from nst_core.vgg import VGGFeatures
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
+"""The loss layers of every row of `bench/engine_cpu.py`: the paper's."""
 
 
 def _steady(run: Callable[[int], None], steps: int) -> float:
@@ -34,7 +35,8 @@ def _steady(run: Callable[[int], None], steps: int) -> float:
     return (time.perf_counter() - start - one) / steps
 
 
-def _frozen_convs(vgg: VGGFeatures) -> list[nn.Conv2d]:
+def frozen_convs(vgg: VGGFeatures) -> list[nn.Conv2d]:
+    """Copies of the engine's convolutions, so a peer's net never shares (or trains) the engine's."""
     convs = []
     for module in vgg.features:
         if isinstance(module, nn.Conv2d):
@@ -57,7 +59,7 @@ def neural_style_pt_seconds(vgg: VGGFeatures, content: torch.Tensor, style: torc
         sys.argv = argv
     names = LAYER_NAMES["vgg19"]
     deepest = max(names.index(n) for n in (*STYLE_LAYERS, CONTENT_LAYER))
-    convs = iter(_frozen_convs(vgg))
+    convs = iter(frozen_convs(vgg))
     layers: list[nn.Module] = []
     content_losses, style_losses = [], []
     for name in names[: deepest + 1]:
@@ -121,7 +123,7 @@ def pystiche_seconds(vgg: VGGFeatures, content: torch.Tensor, style: torch.Tenso
         return None
     mle = enc.vgg19_multi_layer_encoder(pretrained=False, internal_preprocessing=False)
     theirs = [m for m in mle.modules() if isinstance(m, nn.Conv2d)]
-    for dst, src in zip(theirs, _frozen_convs(vgg), strict=True):
+    for dst, src in zip(theirs, frozen_convs(vgg), strict=True):
         dst.load_state_dict(src.state_dict())
     mle.requires_grad_(False)
     criterion = loss.PerceptualLoss(
