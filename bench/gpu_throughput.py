@@ -8,9 +8,10 @@ Per (precision, batch): one warm-up call (cuDNN autotuning, compiling) and one t
 of `--steps` steps on square `--size` px images, timed end to end (style targets, content features and the
 result copy to the host included; image decoding and encoding excluded). images/hour = batch × 3600 / wall
 seconds; TFLOP/s = the analytical FLOPs of the optimisation steps (see `flops_per_image_iteration`) / wall
-seconds. The reference is `bench/engine_cpu.py`'s tutorial loop (one image, eager, fp32, weight gradients
-on, all 37 VGG19 modules, `.item()` every step, PyTorch's default math flags), run on the same device in the
-same process; its figure is steady state (setup excluded), which favours the reference. Final-loss
+seconds. The reference is `bench/engine_cpu.py`'s tutorial loop as published (one image, eager, fp32,
+frozen weights, the network cut after the deepest loss layer, `.item()` every step, PyTorch's default math
+flags), run on the same device in the same process; its figure is steady state (setup excluded), which
+favours the reference. Final-loss
 difference: each image's final total loss against the fp32 run of the same batch (same images, seed and
 steps), max over the batch, in percent. Last line of output: one JSON object with every figure.
 """

@@ -17,7 +17,6 @@ SAFETY = 0.6
 GPU_CAP = 64
 CPU_CAP = 8
 """On CPU a larger batch gains little throughput and makes a slow run's progress coarse."""
-LBFGS_HISTORY = 100  # torch.optim.LBFGS default history_size
 MODEL_BYTES = 80 * 2**20  # VGG19 `features` in fp32 (~20 M parameters); VGG16 is smaller
 WORKSPACE_BYTES = 256 * 2**20
 
@@ -45,8 +44,10 @@ def bytes_per_image(
 
     Terms: the VGG activations kept for the backward pass (conv and ReLU outputs, in the convolution
     precision) plus one gradient of the largest activation; the optimised pixels, their gradient and the
-    optimiser state (Adam: 2 moments; L-BFGS: `history_size` pairs); the content targets. Without a
-    shape the square of the long side is used, the worst case for any aspect ratio.
+    optimiser state (Adam: 2 moments; L-BFGS: `params.lbfgs_history` pairs); the content targets. Without
+    a shape the square of the long side is used, the worst case for any aspect ratio. `precision=auto`
+    depends on the device, which `params` does not know: it counts as fp32 (the larger) unless the caller
+    resolved it first (`resolved_for`).
     """
     long_side = max(size for size, _ in params.stages())
     h = height if height is not None else long_side
@@ -57,11 +58,19 @@ def bytes_per_image(
     pixels = 3 * h * w
     optimiser_copies = {
         OptimizerName.adam: 2,
-        OptimizerName.lbfgs: 2 * LBFGS_HISTORY + 2,
+        OptimizerName.lbfgs: 2 * params.lbfgs_history + 2,
         OptimizerName.gd: 0,
     }[params.optimizer]
     content_target, _ = _activation_elements(h, w, tuple(params.content_layers), arch)
     return int(total * act_bytes + 2 * largest * 4 + pixels * 4 * (2 + optimiser_copies) + content_target * 4)
+
+
+def resolved_for(params: StyleParams, auto_means: Precision | str | None) -> StyleParams:
+    """`params` with `precision=auto` replaced by what it means on the device (`auto_means`, as the
+    workers report it); unchanged when the precision is explicit or the meaning is unknown."""
+    if params.precision != Precision.auto or auto_means is None:
+        return params
+    return params.replace(precision=Precision(auto_means))
 
 
 def fixed_bytes(params: StyleParams, arch: str = "vgg19") -> int:

@@ -340,7 +340,7 @@ def run_manifest(
     """
     import ray
 
-    from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size
+    from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, resolved_for
     from pipeline.driver import Driver
     from pipeline.progress import RunProgress
     from pipeline.provenance import package_versions
@@ -481,9 +481,14 @@ def run_manifest(
             summary.workers = record["workers"]
             min_free = min(int(i["free_bytes"]) for i in infos)
             cap = GPU_CAP if worker_plan.on_gpu else CPU_CAP
+            # auto is bf16 only if every worker resolves it so; otherwise size for the larger fp32 activations
+            auto_means = {i.get("auto_precision") for i in infos}
+            auto_means_all = auto_means.pop() if len(auto_means) == 1 else None
 
             def size_for(p: StyleParams) -> int:
-                return fixed_batch if fixed_batch is not None else auto_batch_size(min_free, p, arch, cap=cap)
+                if fixed_batch is not None:
+                    return fixed_batch
+                return auto_batch_size(min_free, resolved_for(p, auto_means_all), arch, cap=cap)
 
             display = RunProgress(
                 enabled=progress,

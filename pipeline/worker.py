@@ -31,9 +31,10 @@ from nst_core.images import (
     resized_shape,
 )
 from nst_core.metrics import row_metrics
-from nst_core.params import StyleParams
+from nst_core.params import Precision, StyleParams
+from nst_core.precision import resolve_precision
 from nst_core.targets import Style, needs_content
-from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_bytes
+from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_bytes, resolved_for
 from pipeline.curves import curves_table, parquet_bytes
 from pipeline.ledger import ErrorKind, utcnow
 from pipeline.outputs import OutputNameError, check_inside
@@ -200,6 +201,7 @@ class StyleWorker:
             "gpu_ids": [str(g) for g in self.gpu_ids],
             "device": self.device,
             "free_bytes": device_free_bytes(self.device),
+            "auto_precision": resolve_precision(Precision.auto, torch.device(self.device)).value,
             "cache_hits": self.stylizer.cache_hits,
             "cache_misses": self.stylizer.cache_misses,
             "weights_source": getattr(self.model, "weights_source", None),
@@ -208,7 +210,8 @@ class StyleWorker:
 
     def batch_size_for(self, params: StyleParams) -> int:
         cap = GPU_CAP if self.device.startswith("cuda") else CPU_CAP
-        return auto_batch_size(device_free_bytes(self.device), params, self.config.arch, cap=cap)
+        auto_means = resolve_precision(Precision.auto, torch.device(self.device))
+        return auto_batch_size(device_free_bytes(self.device), resolved_for(params, auto_means), self.config.arch, cap=cap)
 
     # -- the batch call -------------------------------------------------------------------------------
 

@@ -74,3 +74,44 @@ def test_compile_drift_runs_on_cpu() -> None:
     assert [r["steps"] for r in data["rows"]] == [1, 2]
     # aot_eager traces the step without fusing kernels: the same arithmetic as eager, so no drift at all
     assert all(r["max_pixel_diff"] == r["loss_rel_diff"] == 0.0 for r in data["rows"]), data
+
+
+def test_gpu_suite_runs_every_section_on_cpu(tmp_path: Path) -> None:
+    path = tmp_path / "suite.json"
+    out, _ = _run(
+        "gpu_suite.py", "--json", str(path),
+        *("--size", "32", "--steps", "4", "--steady-steps", "2", "--batches", "1,2", "--loss-batch", "2"),
+        *("--reference-steps", "2", "--compile-backend", "aot_eager"),
+    )
+    data = json.loads(path.read_text())
+    assert "| batch | precision |" in out and "end to end, 4 steps" in out
+    assert data["device_type"] == "cpu" and data["auto_resolves_to"] == "fp32" and data["skipped"] == []
+    assert data["reference"]["s_per_iteration"] > 0
+    grid = [r for r in data["rows"] if r["compiled"] == "no"]
+    assert [(r["batch"], r["precision"]) for r in grid] == [
+        (1, "fp32"), (2, "fp32"), (1, "tf32"), (2, "tf32"), (1, "bf16"), (2, "bf16")
+    ]
+    for row in data["rows"]:
+        assert "error" not in row, row
+        assert row["images_per_hour"] > 0 and row["tflops"] > 0 and row["model_mib_per_image"] > 0
+        assert row["peak_mib_per_image"] is None  # CPU: no allocator statistics
+    deltas = data["loss"]["delta_pct_vs_fp32"]
+    assert deltas["fp32"] == 0 and deltas["tf32"] == 0  # tf32 is plain fp32 off CUDA
+    assert deltas["bf16"] > 0  # bf16 convolutions do change the result
+    assert all(r["loss_delta_vs_fp32"] == deltas[r["precision"]] for r in grid)
+    # bf16 halves the activations the memory model counts
+    assert grid[4]["model_mib_per_image"] < grid[0]["model_mib_per_image"]
+    compiled = [r for r in data["rows"] if r["compiled"] != "no"]
+    assert [r["compiled"] for r in compiled] == ["default", "reduce-overhead"]
+    assert all(r["compiled_ok"] for r in compiled)
+    best = data["best"]
+    assert data["full"][0]["batch"] == best["batch"] and data["full"][0]["steps"] == 4
+    assert len(data["full"][0]["finals"]) == best["batch"]
+
+
+def test_gpu_suite_skips_sections_past_its_budget(tmp_path: Path) -> None:
+    path = tmp_path / "suite.json"
+    out, _ = _run("gpu_suite.py", "--json", str(path), "--size", "32", "--batches", "1", "--budget-s", "0")
+    data = json.loads(path.read_text())
+    assert data["skipped"][0] == "reference" and "loss" in data["skipped"] and data["rows"] == []
+    assert "skipped reference" in out

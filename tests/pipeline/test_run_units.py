@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nst_core.layers import layer_channels
-from nst_core.params import OptimizerName, StyleParams
-from pipeline.batching import auto_batch_size, bytes_per_image
+from nst_core.params import OptimizerName, Precision, StyleParams
+from pipeline.batching import auto_batch_size, bytes_per_image, resolved_for
 from pipeline.ledger import (
     ErrorKind,
     LedgerRecord,
@@ -141,6 +141,19 @@ def test_auto_batch_size_grows_with_memory_and_shrinks_with_size() -> None:
     assert auto_batch_size(10**15, small, cap=7) == 7
     lbfgs = small.replace(optimizer=OptimizerName.lbfgs)
     assert bytes_per_image(lbfgs) > bytes_per_image(small)
+
+
+def test_memory_model_follows_lbfgs_history_and_the_resolved_precision() -> None:
+    lbfgs = StyleParams(size=256, optimizer=OptimizerName.lbfgs)
+    pixels = 3 * 256 * 256 * 4
+    # each history pair holds two pixel-sized vectors
+    assert bytes_per_image(lbfgs) - bytes_per_image(lbfgs.replace(lbfgs_history=10)) == 2 * 90 * pixels
+    auto = StyleParams(size=256)
+    assert auto.precision == Precision.auto
+    fp32, bf16 = auto.replace(precision=Precision.fp32), auto.replace(precision=Precision.bf16)
+    assert bytes_per_image(auto) == bytes_per_image(fp32) > bytes_per_image(bf16)  # unknown device: the larger
+    assert resolved_for(auto, "bf16") == bf16 and resolved_for(auto, None) == auto
+    assert resolved_for(fp32, "bf16") == fp32  # an explicit precision is never overridden
 
 
 def test_lru_cache_evicts_least_recently_used() -> None:
