@@ -6,7 +6,8 @@ relu1_1…relu5_1, avg pooling, α=1, β=1e6) and random:0 weights. The referenc
 loop as published: one image, eager, frozen weights (`requires_grad_(False)`), the network cut after the
 deepest loss layer, `loss.item()` every step. A second reference row keeps the old, weaker baseline
 (weight gradients on, all 37 modules) for comparison with earlier figures. neural-style-pt and pystiche
-rows appear when those packages are installed (`bench/peers.py`). The machine may be shared:
+rows appear when those packages are installed (`bench/peers.py`); they keep their own max pooling and
+in-place ReLUs, so an engine row with `pooling=max` is their like-for-like. The machine may be shared:
 compare ratios within one run, not seconds across runs.
 Steady state: the time between the first and the last completed iteration (setup such as style targets
 and content features excluded on both sides), after one warm-up run per configuration.
@@ -33,7 +34,7 @@ from torch import nn
 from nst_core.engine import Stylizer
 from nst_core.layers import LAYER_NAMES
 from nst_core.losses import content_loss, gram
-from nst_core.params import Precision, StyleParams
+from nst_core.params import Pooling, Precision, StyleParams
 from nst_core.precision import flush_denormals
 from nst_core.targets import Style
 from nst_core.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGFeatures, load_vgg
@@ -109,9 +110,10 @@ def engine_seconds(
     size: int,
     precision: Precision,
     channels_last: bool,
+    pooling: Pooling = Pooling.avg,
 ) -> float:
     stylizer = Stylizer(vgg, channels_last=channels_last)
-    params = StyleParams(size=size, steps=steps, precision=precision, log_every=max(1, steps))
+    params = StyleParams(size=size, steps=steps, precision=precision, pooling=pooling, log_every=max(1, steps))
     stylizer.stylize(contents, Style((style,)), params.replace(steps=1))  # warm-up
     stamps: list[float] = []
     stylizer.stylize(
@@ -151,6 +153,10 @@ def size_rows(vgg: VGGFeatures, size: int, steps: int, batches: list[int], repea
         ),
         (("neural-style-pt 0.5.7 (its modules)", 1, "fp32", "no"), lambda: neural_style_pt_seconds(vgg, one, s1, steps)),
         (("pystiche 1.0.1 (its loss and loop)", 1, "fp32", "no"), lambda: pystiche_seconds(vgg, one, s1, steps)),
+        (
+            ("engine, max pooling as the peers", 1, "fp32", "no"),
+            lambda: engine_seconds(vgg, contents[:1], style, steps, size, Precision.fp32, False, Pooling.max),
+        ),
     ]
     for batch in batches:
         for precision, cl in ((Precision.fp32, False), (Precision.fp32, True), (Precision.bf16, False)):
