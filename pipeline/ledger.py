@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -310,10 +310,6 @@ def row_states(table: pa.Table) -> dict[str, RowState]:
     return states
 
 
-def done_set(table: pa.Table) -> set[str]:
-    return {s.row_id for s in row_states(table).values() if s.done}
-
-
 def referenced_curves(table: pa.Table) -> set[str]:
     """Curve file URIs referenced by done records (others are leftovers of interrupted batches)."""
     if not table.num_rows:
@@ -348,7 +344,3 @@ def compact(
         except FileNotFoundError:
             pass
     return len(paths)
-
-
-def iter_records(table: pa.Table) -> Iterable[dict[str, Any]]:
-    return table.to_pylist()

@@ -34,7 +34,7 @@ from nst_core.metrics import row_metrics
 from nst_core.params import Precision, StyleParams
 from nst_core.precision import resolve_precision
 from nst_core.targets import Style, needs_content
-from pipeline.batching import CPU_CAP, GPU_CAP, auto_batch_size, device_free_bytes, resolved_for
+from pipeline.batching import device_free_bytes
 from pipeline.curves import curves_table, parquet_bytes
 from pipeline.ledger import ErrorKind, utcnow
 from pipeline.outputs import OutputNameError, check_inside
@@ -207,11 +207,6 @@ class StyleWorker:
             "weights_source": getattr(self.model, "weights_source", None),
             "weights_sha256": getattr(self.model, "weights_sha256", None),
         }
-
-    def batch_size_for(self, params: StyleParams) -> int:
-        cap = GPU_CAP if self.device.startswith("cuda") else CPU_CAP
-        auto_means = resolve_precision(Precision.auto, torch.device(self.device))
-        return auto_batch_size(device_free_bytes(self.device), resolved_for(params, auto_means), self.config.arch, cap=cap)
 
     # -- the batch call -------------------------------------------------------------------------------
 

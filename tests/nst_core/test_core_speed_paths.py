@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import platform
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,6 +104,27 @@ def test_gram_and_losses_stay_fp32_under_bf16_autocast(vgg: VGGFeatures) -> None
     torch.testing.assert_close(g, flat @ flat.transpose(1, 2), rtol=1e-6, atol=1e-6)
     with conv_autocast(torch.device("cpu"), Precision.fp32):
         assert vgg(x, ("relu1_1",), "avg")["relu1_1"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_warns_once(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """Emulated bf16 was 27x slower than fp32 on an AVX2-only CPU: a user asking for it must hear so."""
+    from nst_core import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "_warned_emulated_bf16", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with conv_autocast(torch.device("cpu"), Precision.bf16):
+                pass
+        with conv_autocast(torch.device("cpu"), Precision.auto):  # auto is fp32 on CPU: nothing to warn
+            pass
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    if native:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "emulated" in messages[0] and "fp32" in messages[0], messages
 
 
 def test_cuda_run_settings_cover_the_run_and_are_restored() -> None:
