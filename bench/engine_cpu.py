@@ -132,7 +132,9 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
-def size_rows(vgg: VGGFeatures, size: int, steps: int, batches: list[int], repeats: int) -> list[tuple]:
+def size_rows(
+    vgg: VGGFeatures, size: int, steps: int, batches: list[int], repeats: int, precisions: list[Precision]
+) -> list[tuple]:
     """Every configuration timed `repeats` times, interleaved, keeping the fastest: on a shared machine
     the minimum is the least disturbed figure."""
     gen = torch.Generator().manual_seed(0)
@@ -160,6 +162,8 @@ def size_rows(vgg: VGGFeatures, size: int, steps: int, batches: list[int], repea
     ]
     for batch in batches:
         for precision, cl in ((Precision.fp32, False), (Precision.fp32, True), (Precision.bf16, False)):
+            if precision not in precisions:
+                continue
             configs.append(
                 (
                     ("engine", batch, precision.value, "yes" if cl else "no"),
@@ -181,6 +185,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="256", help="comma-separated long sides in px")
     ap.add_argument("--steps", type=int, default=4, help="timed iterations per configuration")
     ap.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    ap.add_argument(
+        "--precisions", default="fp32,bf16", help="engine rows to time (bf16 is ~25x slower where it is emulated)"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timings per configuration; the fastest is kept")
     ap.add_argument("--quick", action="store_true", help="64 px, 3 steps, 1 repeat: a smoke run")
     args = ap.parse_args()
@@ -189,6 +196,7 @@ def main() -> None:
     if steps < 2:
         raise SystemExit("--steps must be >= 2 (time is measured between iterations)")
     batches = [int(b) for b in args.batches.split(",")]
+    precisions = [Precision(p) for p in args.precisions.split(",")]
     vgg = load_vgg("vgg19", "random:0")
     print(
         f"CPU: {cpu_model()}  threads: {torch.get_num_threads()}  torch {torch.__version__}  "
@@ -198,7 +206,7 @@ def main() -> None:
     print("| size | run | batch | convs | channels_last | s / image-iteration | speed-up vs reference |")
     print("|---:|---|---:|---|---|---:|---:|")
     for size in sizes:
-        rows = size_rows(vgg, size, steps, batches, repeats)
+        rows = size_rows(vgg, size, steps, batches, repeats, precisions)
         ref = rows[0][4]
         for name, batch, prec, cl, sec in rows:
             print(f"| {size} | {name} | {batch} | {prec} | {cl} | {sec:.3f} | {ref / sec:.2f}× |", flush=True)
