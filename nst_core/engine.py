@@ -17,8 +17,25 @@ from torch import Tensor, nn
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
 from nst_core.compiled import Backend, StepFunction
 from nst_core.images import resize_long_side, resize_to, resized_shape
-from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
-from nst_core.params import Init, OptimizerName, Padding, Pooling, Precision, PreserveColor, StyleParams
+from nst_core.losses import (
+    ContentLoss,
+    StyleLoss,
+    StyleLossW2,
+    WeightedSum,
+    layer_weights,
+    total_loss,
+    tv_loss,
+)
+from nst_core.params import (
+    Init,
+    OptimizerName,
+    Padding,
+    Pooling,
+    Precision,
+    PreserveColor,
+    StyleLossKind,
+    StyleParams,
+)
 from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals, resolve_precision
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
@@ -269,8 +286,9 @@ class Stylizer:
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
         memo: dict[tuple[int, int], StyleTargets],
-    ) -> dict[str, Tensor]:
-        """Â per style layer: [1,N,N] when one content-independent style serves the batch, else [B,N,N]."""
+    ) -> dict[str, tuple[Tensor, ...]]:
+        """Per style layer (Â,) for Gram, (μ_s, Σ_s, Σ_s^½) for W2: with a leading 1 when one
+        content-independent style serves the batch, else B ([B,N,N] Grams, [B,N] means)."""
         shape = (int(content.shape[-2]), int(content.shape[-1]))
         per_content = needs_content(params)
         picked: list[StyleTargets] = []
@@ -285,9 +303,15 @@ class Stylizer:
             if not per_content:
                 memo[memo_key] = t
             picked.append(t)
+        def parts(t: StyleTargets, k: str) -> tuple[Tensor, ...]:
+            return t.moments[k] if params.style_loss is StyleLossKind.w2 else (t.grams[k],)
+
         if all(t is picked[0] for t in picked):
-            return {k: v.unsqueeze(0) for k, v in picked[0].grams.items()}
-        return {k: torch.stack([t.grams[k] for t in picked]) for k in params.style_layers}
+            return {k: tuple(v.unsqueeze(0) for v in parts(picked[0], k)) for k in params.style_layers}
+        return {
+            k: tuple(torch.stack(vs) for vs in zip(*(parts(t, k) for t in picked), strict=True))
+            for k in params.style_layers
+        }
 
     def _init(
         self,
@@ -368,7 +392,7 @@ class Stylizer:
         callback: Callable[[StepReport], None] | None,
     ) -> tuple[Tensor, _StageLog]:
         batch = x0.shape[0]
-        grams = self._batch_targets(styles, content, params, cache, memo)
+        targets = self._batch_targets(styles, content, params, cache, memo)
         content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
         with torch.no_grad(), conv_autocast(self.device, params.precision):
             content_feats = self.model(
@@ -380,7 +404,9 @@ class Stylizer:
         )
         style_term = WeightedSum(
             {
-                n: StyleLoss(grams[n], params.style_normalization, params.distance)
+                n: StyleLossW2(*targets[n])
+                if params.style_loss is StyleLossKind.w2
+                else StyleLoss(targets[n][0], params.style_normalization, params.distance)
                 for n in params.style_layers
             },
             layer_weights(params.style_layers, params.style_layer_weights),
