@@ -178,6 +178,12 @@ class StyleParams:
     """Curvature pairs L-BFGS keeps (torch's and neural-style-pt's default); each costs two image-sized tensors."""
     style_loss: StyleLossKind = StyleLossKind.gram
     """Gram matrices (the paper) or the W2 distance between Gaussian fits (`StyleLossKind`)."""
+    ema_decay: float = 0.0
+    """d in [0, 1): return the bias-corrected exponential moving average of the iterates instead of the
+    last one (ema_t = d·ema_{t−1} + (1 − d)·x_t, result ema_t / (1 − d^t)); 0 = off. Adam and gd only
+    (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
+    `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
+    per stage) and the next stage starts from that average, upsampled."""
 
     def __post_init__(self) -> None:
         _normalise_inputs(self)
@@ -269,6 +275,13 @@ def validate_params(p: StyleParams) -> list[str]:
             problems.append(f"{name} must be <= {limit:g} (larger values overflow float32), got {value!r}")
     finite("style_scale", p.style_scale, positive=True)
     finite("early_stop", p.early_stop, nonneg=True)
+    finite("ema_decay", p.ema_decay, nonneg=True)
+    if isinstance(p.ema_decay, (int, float)) and math.isfinite(p.ema_decay) and p.ema_decay >= 1:
+        problems.append(f"ema_decay must be within [0, 1), got {p.ema_decay!r}")
+    if isinstance(p.ema_decay, (int, float)) and p.ema_decay > 0 and p.optimizer is OptimizerName.lbfgs:
+        # L-BFGS's iterates are line-search minima, not noisy steps around one: their average is not a
+        # better estimate, and a point between two accepted iterates may have a higher loss than both.
+        problems.append("ema_decay applies to the adam and gd optimizers only; set ema_decay=0 with lbfgs")
     if p.style_loss is StyleLossKind.w2 and p.style_normalization is StyleNormalization.common:
         problems.append(
             "style_normalization=common scales the Gram loss only; with style_loss=w2 leave it at paper"
@@ -379,6 +392,7 @@ _FIELD_KINDS: dict[str, str] = {
     "content_ratio": "float?",
     "style_scale": "float",
     "early_stop": "float",
+    "ema_decay": "float",
     "clamp": "bool",
     "content_layers": "layers",
     "style_layers": "layers",
