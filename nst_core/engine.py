@@ -17,8 +17,25 @@ from torch import Tensor, nn
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
 from nst_core.compiled import Backend, StepFunction
 from nst_core.images import resize_long_side, resize_to, resized_shape
-from nst_core.losses import ContentLoss, StyleLoss, WeightedSum, layer_weights, total_loss, tv_loss
-from nst_core.params import Init, OptimizerName, Padding, Pooling, Precision, PreserveColor, StyleParams
+from nst_core.losses import (
+    ContentLoss,
+    StyleLoss,
+    StyleLossW2,
+    WeightedSum,
+    layer_weights,
+    total_loss,
+    tv_loss,
+)
+from nst_core.params import (
+    Init,
+    OptimizerName,
+    Padding,
+    Pooling,
+    Precision,
+    PreserveColor,
+    StyleLossKind,
+    StyleParams,
+)
 from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals, resolve_precision
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
@@ -66,6 +83,36 @@ class _StageLog:
     values: Tensor  # [K, B, 4] on device until the end of the run
     steps_run: Tensor  # [B]
     final: Tensor  # [B, 4]
+    final_replaces_last: bool = False
+    """The final row is the returned image's loss even where a logged row has its step: with `ema_decay`
+    that row holds the iterate's loss, the final one the average's."""
+
+
+class _MovingAverage:
+    """Bias-corrected exponential moving average of each image's iterates (`ema_decay` d).
+
+    ema_t = d·ema_{t−1} + (1 − d)·x_t from ema_0 = 0, returned as ema_t / (1 − d^t). The normaliser
+    1 − d^t is accumulated by the same recursion (c_t = d·c_{t−1} + (1 − d)) under the same mask, so an
+    image that stopped early freezes its average with its pixels, as it would alone. Deviation from Gatys
+    et al. 2016 (they return the last iterate): averaging damps the step-to-step flicker of Adam's pixels.
+    """
+
+    def __init__(self, x: Tensor, decay: float) -> None:
+        self.decay = float(decay)
+        self.sum = torch.zeros_like(x, memory_format=torch.contiguous_format)
+        self.norm = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def update(self, x: Tensor, active: Tensor) -> None:
+        d = self.decay
+        mask = active.view(-1, *([1] * (x.dim() - 1)))
+        self.sum = torch.where(mask, self.sum * d + x * (1.0 - d), self.sum)
+        self.norm = torch.where(active, self.norm * d + (1.0 - d), self.norm)
+
+    def value(self, x: Tensor, clamp: bool) -> Tensor:
+        """The average; x itself for an image with no update yet (its average is undefined)."""
+        norm = self.norm.view(-1, *([1] * (x.dim() - 1)))
+        out = torch.where(norm > 0, self.sum / norm.clamp_min(torch.finfo(x.dtype).tiny), x)
+        return out.clamp(0.0, 1.0) if clamp else out  # an average of clamped pixels, up to rounding
 
 
 class _Objective(nn.Module):
@@ -269,8 +316,9 @@ class Stylizer:
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
         memo: dict[tuple[int, int], StyleTargets],
-    ) -> dict[str, Tensor]:
-        """Â per style layer: [1,N,N] when one content-independent style serves the batch, else [B,N,N]."""
+    ) -> dict[str, tuple[Tensor, ...]]:
+        """Per style layer (Â,) for Gram, (μ_s, Σ_s, Σ_s^½) for W2: with a leading 1 when one
+        content-independent style serves the batch, else B ([B,N,N] Grams, [B,N] means)."""
         shape = (int(content.shape[-2]), int(content.shape[-1]))
         per_content = needs_content(params)
         picked: list[StyleTargets] = []
@@ -285,9 +333,15 @@ class Stylizer:
             if not per_content:
                 memo[memo_key] = t
             picked.append(t)
+        def parts(t: StyleTargets, k: str) -> tuple[Tensor, ...]:
+            return t.moments[k] if params.style_loss is StyleLossKind.w2 else (t.grams[k],)
+
         if all(t is picked[0] for t in picked):
-            return {k: v.unsqueeze(0) for k, v in picked[0].grams.items()}
-        return {k: torch.stack([t.grams[k] for t in picked]) for k in params.style_layers}
+            return {k: tuple(v.unsqueeze(0) for v in parts(picked[0], k)) for k in params.style_layers}
+        return {
+            k: tuple(torch.stack(vs) for vs in zip(*(parts(t, k) for t in picked), strict=True))
+            for k in params.style_layers
+        }
 
     def _init(
         self,
@@ -368,7 +422,7 @@ class Stylizer:
         callback: Callable[[StepReport], None] | None,
     ) -> tuple[Tensor, _StageLog]:
         batch = x0.shape[0]
-        grams = self._batch_targets(styles, content, params, cache, memo)
+        targets = self._batch_targets(styles, content, params, cache, memo)
         content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
         with torch.no_grad(), conv_autocast(self.device, params.precision):
             content_feats = self.model(
@@ -380,7 +434,9 @@ class Stylizer:
         )
         style_term = WeightedSum(
             {
-                n: StyleLoss(grams[n], params.style_normalization, params.distance)
+                n: StyleLossW2(*targets[n])
+                if params.style_loss is StyleLossKind.w2
+                else StyleLoss(targets[n][0], params.style_normalization, params.distance)
                 for n in params.style_layers
             },
             layer_weights(params.style_layers, params.style_layer_weights),
@@ -412,6 +468,7 @@ class Stylizer:
         early = params.early_stop > 0
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
         prev_total: Tensor | None = None
+        ema = _MovingAverage(x.detach(), params.ema_decay) if params.ema_decay > 0 else None
         # No host-device synchronisation in this loop (no .item(), float(), tensor truthiness, printing):
         # the host queues steps ahead of the GPU. The one exception is the early-stop check below.
         for step in range(steps):
@@ -435,13 +492,16 @@ class Stylizer:
                     # An image that stopped early keeps its pixels while the rest of the batch goes on.
                     x.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), x, x_old))
                 steps_run += active
+                if ema is not None:
+                    ema.update(x.detach(), active)
             if early and record and step > 0 and not bool(active.any()):
                 break  # one host sync per log interval, and only when early stopping is on
             if callback is not None:
                 callback(StepReport(stage=stage, step=step + 1, steps=steps))
+        result = x.detach() if ema is None else ema.value(x.detach(), params.clamp)
         with torch.no_grad():
-            final = objective(x.detach())  # eager: one evaluation is not worth an inference graph
-        return x.detach(), _StageLog(offset, log_steps, values, steps_run, final)
+            final = objective(result)  # eager: one evaluation is not worth an inference graph
+        return result, _StageLog(offset, log_steps, values, steps_run, final, ema is not None)
 
     def _prep(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -451,6 +511,7 @@ class Stylizer:
         host = [
             (log.offset, log.steps, log.values.cpu(), log.steps_run.cpu(), log.final.cpu()) for log in logs
         ]  # the only device → host copies of the run
+        replaces = [log.final_replaces_last for log in logs]
         images = images.detach().float().cpu()
         out = []
         for b in range(images.shape[0]):
@@ -462,6 +523,8 @@ class Stylizer:
                         rows.append((stage, offset + s, values[k, b].tolist()))
                 if not rows or rows[-1][1] != offset + ran:
                     rows.append((stage, offset + ran, final[b].tolist()))
+                elif replaces[stage] and rows[-1][0] == stage:
+                    rows[-1] = (stage, offset + ran, final[b].tolist())
             last = host[-1][4][b].tolist()
             curve = LossCurve(
                 step=[r[1] for r in rows],

@@ -92,6 +92,19 @@ class StyleNormalization(str, Enum):
     common = "common"
 
 
+class StyleLossKind(str, Enum):
+    """What each style layer compares.
+
+    `gram`: the Gram-matrix error E_l of Gatys et al. 2016 eq. 4 (see `StyleNormalization`).
+    `w2`:   the squared 2-Wasserstein distance between Gaussians fitted to the generated and the style
+            features, W2² = ‖μ_x − μ_s‖² + tr(Σ_x + Σ_s − 2 (Σ_s^½ Σ_x Σ_s^½)^½), divided by N_l
+            (crowsonkb's style-transfer-pytorch `StyleLossW2`; formula and scale in docs/engine.md).
+    """
+
+    gram = "gram"
+    w2 = "w2"
+
+
 class Distance(str, Enum):
     """Elementwise distance used by both the content and the style loss."""
 
@@ -163,6 +176,14 @@ class StyleParams:
     docs/engine.md replicate left the outer ring as saturated as zeros did."""
     lbfgs_history: int = 100
     """Curvature pairs L-BFGS keeps (torch's and neural-style-pt's default); each costs two image-sized tensors."""
+    style_loss: StyleLossKind = StyleLossKind.gram
+    """Gram matrices (the paper) or the W2 distance between Gaussian fits (`StyleLossKind`)."""
+    ema_decay: float = 0.0
+    """d in [0, 1): return the bias-corrected exponential moving average of the iterates instead of the
+    last one (ema_t = d·ema_{t−1} + (1 − d)·x_t, result ema_t / (1 − d^t)); 0 = off. Adam and gd only
+    (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
+    `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
+    per stage) and the next stage starts from that average, upsampled."""
 
     def __post_init__(self) -> None:
         _normalise_inputs(self)
@@ -254,6 +275,17 @@ def validate_params(p: StyleParams) -> list[str]:
             problems.append(f"{name} must be <= {limit:g} (larger values overflow float32), got {value!r}")
     finite("style_scale", p.style_scale, positive=True)
     finite("early_stop", p.early_stop, nonneg=True)
+    finite("ema_decay", p.ema_decay, nonneg=True)
+    if isinstance(p.ema_decay, (int, float)) and math.isfinite(p.ema_decay) and p.ema_decay >= 1:
+        problems.append(f"ema_decay must be within [0, 1), got {p.ema_decay!r}")
+    if isinstance(p.ema_decay, (int, float)) and p.ema_decay > 0 and p.optimizer is OptimizerName.lbfgs:
+        # L-BFGS's iterates are line-search minima, not noisy steps around one: their average is not a
+        # better estimate, and a point between two accepted iterates may have a higher loss than both.
+        problems.append("ema_decay applies to the adam and gd optimizers only; set ema_decay=0 with lbfgs")
+    if p.style_loss is StyleLossKind.w2 and p.style_normalization is StyleNormalization.common:
+        problems.append(
+            "style_normalization=common scales the Gram loss only; with style_loss=w2 leave it at paper"
+        )
     if p.content_ratio is not None:
         finite("content_ratio", p.content_ratio)
         if isinstance(p.content_ratio, (int, float)) and not 0.0 <= p.content_ratio <= 1.0:
@@ -300,6 +332,7 @@ def validate_params(p: StyleParams) -> list[str]:
         ("preserve_color", PreserveColor),
         ("precision", Precision),
         ("padding", Padding),
+        ("style_loss", StyleLossKind),
     ):
         if not isinstance(getattr(p, name), enum_type):
             problems.append(f"{name} must be one of {[e.value for e in enum_type]}, got {getattr(p, name)!r}")
@@ -325,6 +358,7 @@ __all__ = [
     "Precision",
     "PreserveColor",
     "STYLE_PARAM_FIELDS",
+    "StyleLossKind",
     "StyleNormalization",
     "StyleParams",
     "enum_of",
@@ -343,6 +377,7 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "preserve_color": PreserveColor,
     "precision": Precision,
     "padding": Padding,
+    "style_loss": StyleLossKind,
 }
 _FIELD_KINDS: dict[str, str] = {
     "size": "int",
@@ -357,6 +392,7 @@ _FIELD_KINDS: dict[str, str] = {
     "content_ratio": "float?",
     "style_scale": "float",
     "early_stop": "float",
+    "ema_decay": "float",
     "clamp": "bool",
     "content_layers": "layers",
     "style_layers": "layers",

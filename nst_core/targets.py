@@ -1,4 +1,4 @@
-"""Style descriptions and their Gram-matrix targets, computed once and cacheable; used by the engine and its callers' caches."""
+"""Style descriptions and their targets (Gram matrices; Gaussian moments for W2), computed once and cacheable; used by the engine and its callers' caches."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import Tensor
 
 from nst_core.colour import luminance, match_color_histogram, match_luminance
 from nst_core.images import resize_long_side
-from nst_core.losses import gram
-from nst_core.params import Pooling, PreserveColor, StyleParams
+from nst_core.losses import feature_moments, gram, sqrtm_newton_schulz
+from nst_core.params import Pooling, PreserveColor, StyleLossKind, StyleParams
 from nst_core.precision import conv_precision, resolve_precision
 from nst_core.vgg import VGGFeatures
 
@@ -64,6 +64,8 @@ class StyleTargets:
 
     Dividing by the style's own M_l (its feature-map positions) lets a style image of any size or aspect
     ratio serve as target; with equal sizes it is exactly the paper's E_l (see losses.style_layer_loss).
+    For style_loss=w2 also `moments[layer] = (μ_s [N], Σ_s [N, N], Σ_s^½ [N, N])`, the square root
+    computed once here; the Gram targets are kept too, for the quality metrics.
     """
 
     grams: dict[str, Tensor]
@@ -72,9 +74,10 @@ class StyleTargets:
     pooling: Pooling
     preserve_color: PreserveColor
     meta: dict[str, object] = field(default_factory=dict)
+    moments: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> StyleTargets:
-        if all(g.device == torch.device(device) for g in self.grams.values()):
+        if all(g.device == torch.device(device) for g in self._tensors()):
             return self
         return StyleTargets(
             {k: v.to(device) for k, v in self.grams.items()},
@@ -82,11 +85,15 @@ class StyleTargets:
             self.pooling,
             self.preserve_color,
             self.meta,
+            {k: (m.to(device), c.to(device), r.to(device)) for k, (m, c, r) in self.moments.items()},
         )
+
+    def _tensors(self) -> list[Tensor]:
+        return [*self.grams.values(), *(t for triple in self.moments.values() for t in triple)]
 
     @property
     def nbytes(self) -> int:
-        return sum(g.numel() * g.element_size() for g in self.grams.values())
+        return sum(g.numel() * g.element_size() for g in self._tensors())
 
 
 def style_long_side(content_long_side: int, style_scale: float) -> int:
@@ -111,8 +118,8 @@ def target_cache_key(
     """Key under which a cache may store the targets; None when `style.key` is "" (caching disabled).
 
     Includes everything the targets depend on: the style identity and blend weights, the style size
-    (content long side × style_scale), layers, pooling, first-convolution padding, colour mode and precision; with a colour-preserving
-    mode also the content itself (pass the resized `content`). The model identity is added by the Stylizer.
+    (content long side × style_scale), layers, pooling, first-convolution padding, colour mode, precision and
+    the style loss (Gram and W2 targets differ); with a colour-preserving mode also the content itself (pass the resized `content`). The model identity is added by the Stylizer.
     """
     if not style.key:
         return None
@@ -127,6 +134,7 @@ def target_cache_key(
         params.padding.value,
         params.preserve_color.value,
         params.precision.value,
+        params.style_loss.value,
     )
     if needs_content(params):
         if content is None:
@@ -166,7 +174,10 @@ def compute_style_targets(
     """Gram targets of `style` for a content whose long side is `content_long_side` (one coarse-to-fine stage).
 
     Several images: Â = Σ_k w_k Â_k with Σ w_k = 1 (Gatys et al. 2017 §4 mixes styles by their Gram matrices).
-    `content` (resized to the stage size) is required for preserve_color ≠ none.
+    For W2 the blend is the mixture's Gaussian, whose raw moments are those weighted means as well:
+    μ = Σ_k w_k μ_k, Σ = Σ_k w_k (Σ_k + (μ_k − μ)(μ_k − μ)ᵀ) (the centred form avoids the cancellation of
+    Σ_k w_k (Σ_k + μ_k μ_kᵀ) − μμᵀ in float32). `content` (resized to the stage size) is required for
+    preserve_color ≠ none.
     """
     dev = torch.device(device) if device is not None else model.mean.device
     if needs_content(params) and content is None:
@@ -174,7 +185,10 @@ def compute_style_targets(
     long_side = style_long_side(content_long_side, params.style_scale)
     layers = tuple(params.style_layers)
     grams: dict[str, Tensor] = {}
-    for image, w in zip(style.images, style.blend_weights(), strict=True):
+    per_image: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in layers}
+    w2 = params.style_loss is StyleLossKind.w2
+    blend = style.blend_weights()
+    for image, w in zip(style.images, blend, strict=True):
         s = prepare_style_image(image.to(dev).float(), long_side, params.preserve_color, content)
         with conv_precision(dev, params.precision):
             feats = model(s.unsqueeze(0), layers, params.pooling, params.padding)
@@ -182,6 +196,18 @@ def compute_style_targets(
             f = feats[name]
             a_hat = gram(f)[0] / (f.shape[-2] * f.shape[-1])
             grams[name] = grams[name] + w * a_hat if name in grams else w * a_hat
+            if w2:
+                mean, cov = feature_moments(f)
+                per_image[name].append((mean[0], cov[0]))
+    moments: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    if w2:
+        for name, pairs in per_image.items():
+            mean = sum(w * m for w, (m, _) in zip(blend, pairs, strict=True))
+            cov = sum(
+                w * (c + torch.outer(m - mean, m - mean)) for w, (m, c) in zip(blend, pairs, strict=True)
+            )
+            assert isinstance(mean, Tensor) and isinstance(cov, Tensor)
+            moments[name] = (mean, cov, sqrtm_newton_schulz(cov))
     return StyleTargets(
         grams,
         long_side,
@@ -192,6 +218,7 @@ def compute_style_targets(
             "weights_source": model.weights_source,
             "precision": resolve_precision(params.precision, dev).value,
         },
+        moments=moments,
     )
 
 

@@ -56,6 +56,10 @@ FIELD_HELP: dict[str, str] = {
     "precision": "Convolution arithmetic; Gram matrices and losses are always float32.",
     "padding": "Border of VGG's first convolution: zeros (VGG as trained) or replicate/reflect, which extend the image.",
     "lbfgs_history": "Curvature pairs L-BFGS keeps (each costs two copies of the image).",
+    "style_loss": "Style comparison per layer: 'gram' (the paper) or 'w2', the Wasserstein-2 distance between "
+    "Gaussian fits of the features (usually needs a different --style-weight; see docs/engine.md).",
+    "ema_decay": "d in [0,1): return the bias-corrected moving average of the iterates, weight d per step "
+    "(0 = off; adam and gd only).",
 }
 
 _TEXT_FIELDS = {"content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "schedule"}

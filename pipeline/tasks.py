@@ -75,7 +75,7 @@ def style_key(style_uri: str, params: StyleParams) -> str:
     return (
         f"{style_uri}|{max(s for s, _ in params.stages())}|{params.style_scale}|{params.pooling.value}|{params.padding.value}|"
         + ",".join(params.style_layers)
-        + f"|{params.style_normalization.value}|{params.precision.value}"
+        + f"|{params.style_normalization.value}|{params.precision.value}|{params.style_loss.value}"
     )
 
 

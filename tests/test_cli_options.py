@@ -68,3 +68,15 @@ def test_help_lists_the_issue_option_names() -> None:
                  "--style-weight", "--tv-weight", "--content-layers", "--style-layers", "--preserve-color",
                  "--style-scale", "--precision", "--pooling"):  # fmt: skip
         assert flag in result.output
+
+
+def test_style_loss_and_ema_decay_options() -> None:
+    seen.clear()
+    result = CliRunner().invoke(app, ["--style-loss", "W2", "--ema-decay", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert seen == [StyleParams(style_loss="w2", ema_decay=0.5)]
+    result = CliRunner().invoke(app, ["--ema-decay", "1"])
+    assert result.exit_code == 2
+    assert "ema_decay must be within [0, 1)" in result.output
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--style-loss" in result.output and "--ema-decay" in result.output
