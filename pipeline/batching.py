@@ -10,7 +10,8 @@ import math
 import os
 
 from nst_core.layers import LAYER_NAMES, layer_channels
-from nst_core.params import OptimizerName, Precision, StyleParams
+from nst_core.losses import NS_ITERATIONS
+from nst_core.params import OptimizerName, Precision, StyleLossKind, StyleParams
 
 SAFETY = 0.6
 """Fraction of the free memory the model may plan to use (allocator fragmentation, cuDNN workspaces)."""
@@ -44,7 +45,9 @@ def bytes_per_image(
 
     Terms: the VGG activations kept for the backward pass (conv and ReLU outputs, in the convolution
     precision) plus one gradient of the largest activation; the optimised pixels, their gradient and the
-    optimiser state (Adam: 2 moments; L-BFGS: `params.lbfgs_history` pairs); the content targets. Without
+    optimiser state (Adam: 2 moments; L-BFGS: `params.lbfgs_history` pairs; `ema_decay`: the average and
+    the returned image); the content targets; with `style_loss=w2`, the N×N matrices autograd keeps per
+    style layer (`w2_matrices_per_layer`, measured in tests/pipeline/test_run_units.py). Without
     a shape the square of the long side is used, the worst case for any aspect ratio. `precision=auto`
     depends on the device, which `params` does not know: it counts as fp32 (the larger) unless the caller
     resolved it first (`resolved_for`).
@@ -61,8 +64,22 @@ def bytes_per_image(
         OptimizerName.lbfgs: 2 * params.lbfgs_history + 2,
         OptimizerName.gd: 0,
     }[params.optimizer]
+    if params.ema_decay > 0:
+        optimiser_copies += 2
     content_target, _ = _activation_elements(h, w, tuple(params.content_layers), arch)
-    return int(total * act_bytes + 2 * largest * 4 + pixels * 4 * (2 + optimiser_copies) + content_target * 4)
+    w2 = 0
+    if params.style_loss is StyleLossKind.w2:
+        channels = layer_channels(arch)
+        w2 = sum(channels[name] ** 2 for name in params.style_layers) * w2_matrices_per_layer() * 4
+    return int(
+        total * act_bytes + 2 * largest * 4 + pixels * 4 * (2 + optimiser_copies) + content_target * 4 + w2
+    )
+
+
+def w2_matrices_per_layer() -> int:
+    """N×N fp32 matrices the W2 loss saves for backward per image and layer: three per Newton–Schulz
+    iteration (T, Y, Z) and four more (covariance, cross products); 512 channels × 20 iterations is 64 MiB."""
+    return 3 * NS_ITERATIONS + 4
 
 
 def resolved_for(params: StyleParams, auto_means: Precision | str | None) -> StyleParams:

@@ -10,7 +10,7 @@ import pytest
 
 from nst_core.layers import layer_channels
 from nst_core.params import OptimizerName, Precision, StyleParams
-from pipeline.batching import auto_batch_size, bytes_per_image, resolved_for
+from pipeline.batching import auto_batch_size, bytes_per_image, resolved_for, w2_matrices_per_layer
 from pipeline.ledger import (
     ErrorKind,
     LedgerRecord,
@@ -154,6 +154,33 @@ def test_memory_model_follows_lbfgs_history_and_the_resolved_precision() -> None
     assert bytes_per_image(auto) == bytes_per_image(fp32) > bytes_per_image(bf16)  # unknown device: the larger
     assert resolved_for(auto, "bf16") == bf16 and resolved_for(auto, None) == auto
     assert resolved_for(fp32, "bf16") == fp32  # an explicit precision is never overridden
+
+
+def test_memory_model_counts_what_the_w2_loss_and_the_moving_average_keep() -> None:
+    import torch
+
+    from nst_core.losses import StyleLossW2, feature_moments, sqrtm_newton_schulz
+
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    for n in (64, 512):  # the bytes autograd keeps for one image's W2 loss at one layer
+        saved.clear()
+        mean, cov = feature_moments(torch.rand(1, n, 8, 8))
+        loss = StyleLossW2(mean[0], cov[0], sqrtm_newton_schulz(cov)[0])
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss(torch.rand(1, n, 8, 8, requires_grad=True))
+        measured = sum(saved.values())
+        assert w2_matrices_per_layer() * n * n * 4 == pytest.approx(measured, rel=0.05), (n, measured)
+    gram = StyleParams(size=256)
+    w2 = gram.replace(style_loss="w2")
+    channels = layer_channels("vgg19")
+    extra = sum(channels[name] ** 2 for name in gram.style_layers) * w2_matrices_per_layer() * 4
+    assert bytes_per_image(w2) - bytes_per_image(gram) == extra
+    assert bytes_per_image(gram.replace(ema_decay=0.99)) - bytes_per_image(gram) == 2 * 3 * 256 * 256 * 4
 
 
 def test_lru_cache_evicts_least_recently_used() -> None:
