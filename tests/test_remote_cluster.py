@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,23 @@ def start_head(args: list[str], env: dict[str, str], log: Path) -> subprocess.Po
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def start_head_on_a_free_port(
+    args: list[str], env: dict[str, str], log: Path, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A port probed free can be taken before Ray binds it: a head that exits before it reports
+    "Ray runtime started." is started again on another port."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = start_head(["--head", "--port", str(port), *args], env, log)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if b"Ray runtime started." in log.read_bytes():
+                return proc, port
+            time.sleep(0.2)
+        stop_node(proc)
+    raise AssertionError(f"the Ray head did not start in {attempts} attempts:\n{log.read_text()[-2000:]}")
 
 
 def stop_node(proc: subprocess.Popen[bytes]) -> None:
@@ -97,10 +115,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     tmp = tmp_path_factory.mktemp("raycluster")
     ray_tmp = tempfile.mkdtemp(prefix="nst-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = cluster_env(tmp)
-    port = free_port()
-    head = start_head(
-        ["--head", "--port", str(port), "--num-cpus", "1",
-         "--num-gpus", "0", "--include-dashboard", "false", "--temp-dir", ray_tmp],
+    head, port = start_head_on_a_free_port(
+        ["--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false", "--temp-dir", ray_tmp],
         env, tmp / "head.log",
     )  # fmt: skip
     worker = None

@@ -73,12 +73,6 @@ def grid_rows(contents: Sequence[str], styles: Sequence[str], count: int) -> lis
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def local_ray_session(*, num_cpus: int = 2, num_gpus: int = 2, log_to_driver: bool = False) -> Iterator[None]:
     """A local Ray on loopback with declared (fake) GPUs; one per test module, shut down afterwards."""
@@ -108,7 +102,7 @@ class MotoS3:
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or 0  # 0: the first start binds a port the kernel picks, later starts reuse it
         self.server: Any = None
         for key, value in (
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -116,15 +110,20 @@ class MotoS3:
             ("AWS_DEFAULT_REGION", "us-east-1"),
         ):
             os.environ.setdefault(key, value)
-        self.options: dict[str, Any] = {
+        self.options: dict[str, Any] = {}
+
+    def start(self) -> MotoS3:
+        """Bound by the server itself (no probe-then-bind race); a failed bind raises here, not in its thread."""
+        self.server = _CuttableMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        if self.server.bind_error is not None:
+            raise self.server.bind_error
+        self.port = int(self.server._server.server_port)
+        self.options = {
             "key": "testing",
             "secret": "moto-secret-value",
             "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{self.port}"},
         }
-
-    def start(self) -> MotoS3:
-        self.server = _CuttableMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
         return self
 
     def stop(self) -> None:
@@ -162,7 +161,13 @@ def _cuttable_moto_server() -> type:
                     super().finish()
 
             app = DomainDispatcherApplication(create_backend_app)
-            self._server = make_server(self._ip_address, self._port, app, True, request_handler=Handler)
+            self.bind_error: OSError | None = None
+            try:
+                self._server = make_server(self._ip_address, self._port, app, True, request_handler=Handler)
+            except OSError as exc:
+                self.bind_error = exc
+                self._server_ready_event.set()
+                return
             self._server_ready_event.set()
             self._server.serve_forever()
 
