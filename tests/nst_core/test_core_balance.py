@@ -15,9 +15,9 @@ from nst_core.params import Init, OptimizerName, StyleParams
 from nst_core.targets import Style, compute_style_targets
 from nst_core.vgg import VGGFeatures
 
-SIZE = 32
+SIZE = 24
 RATIO = 0.5
-BASE = StyleParams(size=SIZE, steps=4, log_every=2, init=Init.noise, seed=7, style_ratio=RATIO)
+BASE = StyleParams(size=SIZE, steps=3, log_every=2, init=Init.noise, seed=7, style_ratio=RATIO)
 
 
 def _rand(seed: int, h: int, w: int) -> torch.Tensor:
@@ -68,10 +68,8 @@ def test_balance_holds_when_every_feature_is_scaled_by_ten(vgg: VGGFeatures) -> 
 
     # A fixed β does not carry over: the scaled network weighs style 10² more.
     fixed = gd.replace(style_ratio=None, style_weight=ga.style_weights[0])
-    fa = a.stylize([content], style, fixed)[0]
     fb = b.stylize([content], style, fixed.replace(lr=1e-2))[0]
-    torch.testing.assert_close(fa.image, ga.image, atol=1e-6, rtol=0)  # the same run as with the ratio
-    assert (fb.image - fa.image).abs().max() > 0.1
+    assert (fb.image - ga.image).abs().max() > 0.1
 
 
 def test_step_zero_gradient_ratio_equals_style_ratio(vgg: VGGFeatures) -> None:
@@ -108,19 +106,16 @@ def test_step_zero_gradient_ratio_equals_style_ratio(vgg: VGGFeatures) -> None:
 
 def test_batched_rows_get_their_own_beta(vgg: VGGFeatures) -> None:
     stylizer = Stylizer(vgg)
-    contents = [_rand(1, 24, SIZE), _rand(2, 24, SIZE), _rand(3, 24, SIZE)]
-    styles = [Style((_rand(10, SIZE, SIZE),)), Style((_rand(11, SIZE, SIZE),)), Style((_rand(12, SIZE, SIZE),))]
-    params = BASE.replace(schedule=((24, 2), (SIZE, 2)))
+    contents = [_rand(1, 24, 32), _rand(2, 24, 32)]
+    styles = [Style((_rand(10, SIZE, SIZE),)), Style((_rand(11, SIZE, SIZE),))]
+    params = BASE.replace(schedule=((24, 1), (32, 1)))
     batched = stylizer.stylize(contents, styles, params)
-    others = stylizer.stylize(
-        [contents[0], _rand(4, 24, SIZE), _rand(5, 24, SIZE)],
-        [styles[0], Style((_rand(13, SIZE, SIZE),)), Style((_rand(14, SIZE, SIZE),))],
-        params,
-    )
+    # The same batch shape with the other row replaced: any change in row 0 would be the engine mixing images.
+    others = stylizer.stylize([contents[0], _rand(4, 24, 32)], [styles[0], Style((_rand(13, SIZE, SIZE),))], params)
     torch.testing.assert_close(others[0].image, batched[0].image, atol=0, rtol=0)
     assert others[0].style_weights == batched[0].style_weights
     assert len(batched[0].style_weights) == 2  # recomputed for each coarse-to-fine stage
-    assert batched[0].style_weights != batched[1].style_weights
+    assert batched[0].style_weights != batched[1].style_weights != others[1].style_weights
 
 
 @pytest.mark.parametrize(
