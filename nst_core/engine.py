@@ -65,6 +65,9 @@ class ImageResult:
     """total, content, style, tv of the returned image."""
     steps_run: int
     """Updates applied over all stages; fewer than planned when early stopping fired."""
+    style_weights: tuple[float, ...] = ()
+    """β each stage used for this image: `style_weight` (1 − λ with `content_ratio`), or the value
+    `style_ratio` measured for this image and stage."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class _StageLog:
     final_replaces_last: bool = False
     """The final row is the returned image's loss even where a logged row has its step: with `ema_decay`
     that row holds the iterate's loss, the final one the average's."""
+    style_weights: Tensor | None = None  # [B]: β of each image in this stage
 
 
 class _MovingAverage:
@@ -149,18 +153,54 @@ class _Objective(nn.Module):
             self.alpha, self.beta = float(params.content_ratio), 1.0 - float(params.content_ratio)
         else:
             self.alpha, self.beta = float(params.content_weight), float(params.style_weight)
+        # Per-image β ([B]) once `set_style_weights` is called (style_ratio); a buffer, so a compiled
+        # step takes it as a graph input. None keeps the plain float β and its arithmetic bit for bit.
+        self.beta_per_image: Tensor | None
+        self.register_buffer("beta_per_image", None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def set_style_weights(self, beta: Tensor) -> None:
+        self.beta_per_image = beta
+
+    def style_weights(self, batch: int) -> Tensor:
+        """[B] β of each image."""
+        if self.beta_per_image is not None:
+            return self.beta_per_image.detach().clone()
+        return torch.full((batch,), self.beta, device=self.device)
+
+    def terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Unweighted L_content and L_style per image ([B] each)."""
         image = x.expand(-1, 3, -1, -1) if self.lum else x
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with conv_autocast(self.device, self.precision):
             feats = self.model(image, self.layers, self.pooling, self.padding)
-        lc = self.content_term(feats)
-        ls = self.style_term(feats)
+        return self.content_term(feats), self.style_term(feats)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lc, ls = self.terms(x)
         lt = tv_loss(x) if self.tv_weight > 0 else torch.zeros_like(lc)
-        total = total_loss(lc, ls, lt, alpha=self.alpha, beta=self.beta, tv_weight=self.tv_weight)
-        return torch.stack([total, self.alpha * lc, self.beta * ls, self.tv_weight * lt], dim=1)
+        beta = self.beta if self.beta_per_image is None else self.beta_per_image
+        total = total_loss(lc, ls, lt, alpha=self.alpha, beta=beta, tv_weight=self.tv_weight)
+        return torch.stack([total, self.alpha * lc, beta * ls, self.tv_weight * lt], dim=1)
+
+
+def balanced_style_weights(objective: _Objective, reference: Tensor, ratio: float, fallback: float) -> Tensor:
+    """[B] β with ‖β ∇L_style‖ = ratio · ‖α ∇L_content‖ for each image at its reference pixels.
+
+    Both norms are gradients with respect to the optimised pixels and are reduced per image (sums of
+    squares over each image's own pixels), so an image's β does not depend on the rest of its batch.
+    Where either norm is 0 or not finite the ratio is undefined and `fallback` (style_weight) is used.
+    """
+    x = reference.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        lc, ls = objective.terms(x)
+        (grad_c,) = torch.autograd.grad(lc.sum(), x, retain_graph=True)
+        (grad_s,) = torch.autograd.grad(ls.sum(), x)
+    norm_c = objective.alpha * grad_c.double().flatten(1).square().sum(1).sqrt()
+    norm_s = grad_s.double().flatten(1).square().sum(1).sqrt()
+    beta = ratio * norm_c / norm_s.clamp_min(torch.finfo(torch.float64).tiny)
+    defined = (norm_c > 0) & (norm_s > 0) & torch.isfinite(beta)
+    return torch.where(defined, beta, torch.full_like(beta, fallback)).float()
 
 
 class Stylizer:
@@ -358,12 +398,7 @@ class Stylizer:
         if params.init is Init.content:
             return luminance(b_contents).clamp(0, 1) if lum else b_contents.clone()
         if params.init is Init.noise:
-            # Each image gets the noise of generator(seed) whatever its batch, so runs are reproducible alone.
-            g = torch.Generator().manual_seed(params.seed)
-            channels = 1 if lum else 3
-            return torch.stack(
-                [torch.rand((channels, *shape), generator=g.manual_seed(params.seed)) for _ in styles]
-            ).to(self.device)
+            return self._noise(len(styles), shape, params.seed, lum)
         out = []
         for b, style in enumerate(styles):
             s = resize_to(style.images[0].to(self.device).float(), shape)
@@ -373,6 +408,14 @@ class Stylizer:
                 s = match_luminance(luminance(s), luminance(b_contents[b])).clamp(0, 1)
             out.append(s)
         return torch.stack(out)
+
+    def _noise(self, batch: int, shape: tuple[int, int], seed: int, lum: bool) -> Tensor:
+        """Each image gets the noise of generator(seed) whatever its batch, so runs are reproducible alone."""
+        g = torch.Generator().manual_seed(seed)
+        channels = 1 if lum else 3
+        return torch.stack(
+            [torch.rand((channels, *shape), generator=g.manual_seed(seed)) for _ in range(batch)]
+        ).to(self.device)
 
     def _run(
         self,
@@ -450,11 +493,22 @@ class Stylizer:
             channels_last=self.channels_last,
             device=self.device,
         )
+        if params.style_ratio is not None:
+            # Reference point: the seeded noise of init=noise at this stage's size, whatever the start.
+            # At init=content the content gradient is exactly 0 (and at init=style the style gradient
+            # nearly so), so the start point would leave the ratio undefined; noise is far from both
+            # targets, deterministic per image and the paper's own start (docs/engine.md).
+            reference = self._noise(batch, (int(x0.shape[-2]), int(x0.shape[-1])), params.seed, lum)
+            objective.set_style_weights(
+                balanced_style_weights(objective, reference, params.style_ratio, params.style_weight)
+            )
+        betas = objective.style_weights(batch)
         step_function = self.step_function
 
         x = x0.detach().clone().float().requires_grad_(True)
         if params.optimizer is OptimizerName.lbfgs:
             x, log = _lbfgs(objective, self.step_function, x, params, stage, steps, offset, callback)
+            log.style_weights = betas
             return x, log
         opt: torch.optim.Optimizer
         if params.optimizer is OptimizerName.adam:
@@ -501,7 +555,7 @@ class Stylizer:
         result = x.detach() if ema is None else ema.value(x.detach(), params.clamp)
         with torch.no_grad():
             final = objective(result)  # eager: one evaluation is not worth an inference graph
-        return result, _StageLog(offset, log_steps, values, steps_run, final, ema is not None)
+        return result, _StageLog(offset, log_steps, values, steps_run, final, ema is not None, betas)
 
     def _prep(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -511,6 +565,7 @@ class Stylizer:
         host = [
             (log.offset, log.steps, log.values.cpu(), log.steps_run.cpu(), log.final.cpu()) for log in logs
         ]  # the only device → host copies of the run
+        betas = [log.style_weights.cpu().tolist() if log.style_weights is not None else None for log in logs]
         replaces = [log.final_replaces_last for log in logs]
         images = images.detach().float().cpu()
         out = []
@@ -540,6 +595,7 @@ class Stylizer:
                     curve=curve,
                     final=dict(zip(_COLUMNS, last, strict=True)),
                     steps_run=int(sum(int(h[3][b]) for h in host)),
+                    style_weights=tuple(float(v[b]) for v in betas if v is not None),
                 )
             )
         return out

@@ -180,7 +180,7 @@ def total_loss(
     tv: Tensor,
     *,
     alpha: float,
-    beta: float,
+    beta: float | Tensor,
     tv_weight: float,
     content_ratio: float | None = None,
 ) -> Tensor:

@@ -185,6 +185,12 @@ class StyleParams:
     (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
     `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
     per stage) and the next stage starts from that average, upsampled."""
+    style_ratio: float | None = None
+    """r > 0: set β per image and stage from the gradient norms instead of taking `style_weight`, so that
+    ‖β ∇L_style‖ / ‖α ∇L_content‖ = r at a fixed reference point, the seeded noise image of `init=noise`
+    (docs/engine.md, "Balance from gradient norms"). A fixed β is tuned to one backbone's feature scale
+    (the Gram loss grows with its fourth power, the content loss with its square); a ratio of gradients
+    holds for any weights. None = off: `style_weight` applies, as before the field existed."""
 
     def __post_init__(self) -> None:
         _normalise_inputs(self)
@@ -287,6 +293,15 @@ def validate_params(p: StyleParams) -> list[str]:
         problems.append(
             "style_normalization=common scales the Gram loss only; with style_loss=w2 leave it at paper"
         )
+    if p.style_ratio is not None:
+        finite("style_ratio", p.style_ratio, positive=True)
+        if p.content_ratio is not None:
+            problems.append(
+                "style_ratio and content_ratio both set the style/content balance; set only one of them"
+            )
+        if isinstance(p.content_weight, (int, float)) and p.content_weight == 0:
+            # The ratio is measured against α‖∇L_content‖, which is 0 for every image when α = 0.
+            problems.append("style_ratio balances style against content and needs content_weight > 0")
     if p.content_ratio is not None:
         finite("content_ratio", p.content_ratio)
         if isinstance(p.content_ratio, (int, float)) and not 0.0 <= p.content_ratio <= 1.0:
@@ -391,6 +406,7 @@ _FIELD_KINDS: dict[str, str] = {
     "style_weight": "float",
     "tv_weight": "float",
     "content_ratio": "float?",
+    "style_ratio": "float?",
     "style_scale": "float",
     "early_stop": "float",
     "ema_decay": "float",

@@ -156,6 +156,7 @@ def stylize_command(
         "output": mask_uri(output),
         "params": params.to_dict(),
         "final_losses": result.final,
+        "style_weights": list(result.style_weights),
         "steps_run": result.steps_run,
         "seconds": round(time.time() - started, 3),
         **provenance(torch_device, model),

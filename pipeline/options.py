@@ -60,6 +60,8 @@ FIELD_HELP: dict[str, str] = {
     "Gaussian fits of the features (usually needs a different --style-weight; see docs/engine.md).",
     "ema_decay": "d in [0,1): return the bias-corrected moving average of the iterates, weight d per step "
     "(0 = off; adam and gd only).",
+    "style_ratio": "r > 0: replaces --style-weight by a β per image, set so that the style gradient is r times "
+    "the content gradient at the seeded noise image (holds for any VGG weights; see docs/engine.md).",
 }
 
 _TEXT_FIELDS = {"content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "schedule"}
@@ -82,7 +84,7 @@ def _option_for(field: dataclasses.Field[Any]) -> inspect.Parameter:
     elif name == "clamp":
         annotation = bool
         option = typer.Option("--clamp/--no-clamp", help=help_text, rich_help_panel=PANEL)
-    elif name == "content_ratio":
+    elif name in ("content_ratio", "style_ratio"):
         annotation = Optional[float]  # noqa: UP045
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL)
     else:

@@ -80,3 +80,18 @@ def test_style_loss_and_ema_decay_options() -> None:
     assert "ema_decay must be within [0, 1)" in result.output
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "--style-loss" in result.output and "--ema-decay" in result.output
+
+
+def test_style_ratio_option() -> None:
+    seen.clear()
+    result = CliRunner().invoke(app, ["--style-ratio", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert seen == [StyleParams(style_ratio=0.5)]
+    result = CliRunner().invoke(app, ["--style-ratio", "0"])
+    assert result.exit_code == 2
+    assert "style_ratio must be > 0" in result.output
+    result = CliRunner().invoke(app, ["--style-ratio", "1", "--content-ratio", "0.9"])
+    assert result.exit_code == 2
+    assert "set only one of them" in result.output
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--style-ratio" in result.output

@@ -29,6 +29,7 @@ def test_stylize_writes_image_curve_and_provenance(tmp_path) -> None:
     assert curve[-1]["total"] < curve[0]["total"]
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["params"]["steps"] == 6 and record["params"]["style_weight"] == 1e5
+    assert record["style_weights"] == [1e5]  # the β each stage used
     assert record["weights"]["source"] == "random:0"
     assert record["versions"]["torch"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.curve.parquet", "result.json", "result.png"]
