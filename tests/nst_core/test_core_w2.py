@@ -18,6 +18,9 @@ from nst_core.targets import Style, compute_style_targets, target_cache_key
 from nst_core.vgg import VGGFeatures
 
 W2 = StyleParams(size=32, steps=12, log_every=4, style_loss=StyleLossKind.w2)
+SHALLOW = ("relu1_1", "relu2_1", "relu3_1")
+"""Runs of the engine keep to ≤ 256 channels: the 512-channel square roots cost ~30 GFLOP per image and
+step, minutes on a 2-core CPU, and the unit tests above already hold them against float64."""
 
 
 def _features(seed: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -114,7 +117,9 @@ def test_blended_w2_target_is_the_mixture_of_the_styles(vgg: VGGFeatures) -> Non
 def test_stylize_with_w2_lowers_the_w2_loss(
     stylizer: Stylizer, content_photo: torch.Tensor, style_photo: torch.Tensor
 ) -> None:
-    params = StyleParams(size=48, steps=40, log_every=10, style_loss=StyleLossKind.w2, lr=0.05)
+    params = StyleParams(
+        size=48, steps=40, log_every=10, style_loss=StyleLossKind.w2, lr=0.05, style_layers=SHALLOW
+    )
     result = stylizer.stylize([content_photo], Style((style_photo,)), params)[0]
     style = result.curve.style
     assert style[-1] < 0.3 * style[0], style
@@ -130,7 +135,7 @@ def test_an_image_in_a_w2_batch_does_not_depend_on_the_others(stylizer: Stylizer
 
     contents = [rand(1, 30, 40), rand(2, 30, 40), rand(3, 30, 40)]
     styles = [Style((rand(10, 32, 32),)), Style((rand(11, 40, 30),)), Style((rand(12, 32, 32),))]
-    params = W2.replace(init=Init.noise, seed=5, tv_weight=1e-3)
+    params = W2.replace(init=Init.noise, seed=5, tv_weight=1e-3, style_layers=SHALLOW)
     batched = stylizer.stylize(contents, styles, params)
     # Same batch shape, other rows replaced: row 0 must be equal bit for bit (kernels are chosen by shape).
     others = stylizer.stylize(
