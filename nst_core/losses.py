@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from nst_core.params import Distance, StyleNormalization
+from nst_core.params import W2_NEWTON_SCHULZ_ITERATIONS, Distance, StyleNormalization
 
 
 def _dist(x: Tensor, distance: Distance | str) -> Tensor:
@@ -106,12 +106,7 @@ def style_loss(
     return torch.stack(terms).sum(0)
 
 
-NS_ITERATIONS = 20
-"""Newton–Schulz iterations per matrix square root. An eigenvalue λ of A/‖A‖_F grows about 2.25× per
-iteration until it converges, so more iterations reach smaller eigenvalues; but on a rank-deficient
-covariance (fewer positions than channels) float32 rounding in the null space grows the same way and the
-iteration diverged from 24 iterations on (measured for N = 128…512, M = 16…256). 20 keeps that margin and
-puts W2 within 0.3 % of an eigendecomposition on VGG features (docs/engine.md, "Style loss: Gram or W2")."""
+NS_ITERATIONS = W2_NEWTON_SCHULZ_ITERATIONS  # defined with the parameters, which need no torch
 
 
 def sqrtm_newton_schulz(a: Tensor, iterations: int = NS_ITERATIONS) -> Tensor:

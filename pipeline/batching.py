@@ -10,8 +10,7 @@ import math
 import os
 
 from nst_core.layers import LAYER_NAMES, layer_channels
-from nst_core.losses import NS_ITERATIONS
-from nst_core.params import OptimizerName, Precision, StyleLossKind, StyleParams
+from nst_core.params import W2_NEWTON_SCHULZ_ITERATIONS, OptimizerName, Precision, StyleLossKind, StyleParams
 
 SAFETY = 0.6
 """Fraction of the free memory the model may plan to use (allocator fragmentation, cuDNN workspaces)."""
@@ -79,7 +78,7 @@ def bytes_per_image(
 def w2_matrices_per_layer() -> int:
     """N×N fp32 matrices the W2 loss saves for backward per image and layer: three per Newton–Schulz
     iteration (T, Y, Z) and four more (covariance, cross products); 512 channels × 20 iterations is 64 MiB."""
-    return 3 * NS_ITERATIONS + 4
+    return 3 * W2_NEWTON_SCHULZ_ITERATIONS + 4
 
 
 def resolved_for(params: StyleParams, auto_means: Precision | str | None) -> StyleParams:
