@@ -184,7 +184,7 @@ class StyleParams:
     last one (ema_t = d·ema_{t−1} + (1 − d)·x_t, result ema_t / (1 − d^t)); 0 = off. Adam and gd only
     (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
     `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
-    per stage) and the next stage starts from that average, upsampled."""
+    per stage unless `warm_start`) and the next stage starts from that average, upsampled."""
     style_ratio: float | None = None
     """r > 0: set β per image and stage from the gradient norms instead of taking `style_weight`, so that
     ‖β ∇L_style‖ / ‖α ∇L_content‖ = r at a fixed reference point, the seeded noise image of `init=noise`
