@@ -69,13 +69,14 @@ def test_warm_start_off_is_the_default_and_a_no_op_where_there_is_no_state(styli
     def image(params: StyleParams) -> torch.Tensor:
         return stylizer.stylize([content], style, params)[0].image
 
-    restart = image(BASE)
-    torch.testing.assert_close(image(BASE.replace(warm_start=False)), restart, atol=0, rtol=0)
-    assert not torch.equal(image(BASE.replace(warm_start=True)), restart)
+    short = BASE.replace(schedule=((24, 2), (32, 2)))
+    restart = image(short)
+    torch.testing.assert_close(image(short.replace(warm_start=False)), restart, atol=0, rtol=0)
+    assert not torch.equal(image(short.replace(warm_start=True)), restart)
     # One stage, or plain gradient descent (no optimiser state): the same bits either way.
-    single = StyleParams(size=24, steps=3, init=Init.noise, seed=3)
+    single = StyleParams(size=24, steps=2, init=Init.noise, seed=3)
     torch.testing.assert_close(image(single.replace(warm_start=True)), image(single), atol=0, rtol=0)
-    gd = BASE.replace(optimizer=OptimizerName.gd, lr=1e-3)
+    gd = short.replace(optimizer=OptimizerName.gd, lr=1e-3)
     torch.testing.assert_close(image(gd.replace(warm_start=True)), image(gd), atol=0, rtol=0)
 
 
