@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
@@ -90,6 +91,36 @@ class _StageLog:
     """The final row is the returned image's loss even where a logged row has its step: with `ema_decay`
     that row holds the iterate's loss, the final one the average's."""
     style_weights: Tensor | None = None  # [B]: β of each image in this stage
+
+
+@dataclass
+class AdamCarry:
+    """Adam's state handed from one coarse-to-fine stage to the next (`warm_start`), at the old size.
+
+    `exp_avg` and `exp_avg_sq` are [B, C, h, w]; every image's moments are those of `step` updates (an
+    image that stopped early has its moments rescaled to that count, see `Stylizer._optimise`)."""
+
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    step: int
+
+
+def resize_adam_state(carry: AdamCarry, shape: tuple[int, int]) -> AdamCarry:
+    """The moments resized to `shape` as the image is (`images.resize_to`'s bilinear, antialiased when
+    shrinking), without its clamp.
+
+    Bilinear weights, antialiased or not, are non-negative and sum to 1, so each new value is a convex
+    combination of old ones: exp_avg_sq stays ≥ 0 (Adam takes its square root) and a constant field stays
+    constant. Bicubic (crowsonkb's choice for exp_avg) has negative lobes and would need a relu on
+    exp_avg_sq; one filter for both keeps the two moments of a pixel from the same neighbours.
+    """
+
+    def resize(t: Tensor) -> Tensor:
+        if tuple(t.shape[-2:]) == tuple(shape):
+            return t.clone()
+        return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=True)
+
+    return AdamCarry(resize(carry.exp_avg), resize(carry.exp_avg_sq), carry.step)
 
 
 class _MovingAverage:
@@ -431,8 +462,10 @@ class Stylizer:
         lum = params.preserve_color is PreserveColor.luminance
         logs: list[_StageLog] = []
         x_prev: Tensor | None = None
+        carry: AdamCarry | None = None
         offset = 0
         content = torch.empty(0)
+        last = len(shapes) - 1
         for stage, ((_, steps), shape) in enumerate(zip(params.stages(), shapes, strict=True)):
             content = torch.stack([resize_to(c.to(self.device).float(), shape) for c in contents])
             if x_prev is None:
@@ -440,8 +473,21 @@ class Stylizer:
             else:
                 # Coarse-to-fine: each stage starts from the previous result, upsampled.
                 x0 = resize_to(x_prev, shape)
-            x, log = self._optimise(
-                x0, content, styles, params, cache, memo, stage, steps, offset, lum, callback
+            keep = params.warm_start and params.optimizer is OptimizerName.adam and stage < last
+            x, log, carry = self._optimise(
+                x0,
+                content,
+                styles,
+                params,
+                cache,
+                memo,
+                stage,
+                steps,
+                offset,
+                lum,
+                callback,
+                None if carry is None else resize_adam_state(carry, shape),
+                keep,
             )
             logs.append(log)
             x_prev = x
@@ -463,7 +509,11 @@ class Stylizer:
         offset: int,
         lum: bool,
         callback: Callable[[StepReport], None] | None,
-    ) -> tuple[Tensor, _StageLog]:
+        warm: AdamCarry | None = None,
+        keep_state: bool = False,
+    ) -> tuple[Tensor, _StageLog, AdamCarry | None]:
+        """One stage. `warm`: Adam's state to start from (already at this stage's size); `keep_state`:
+        return Adam's state at the end for the next stage (`warm_start`), else None."""
         batch = x0.shape[0]
         targets = self._batch_targets(styles, content, params, cache, memo)
         content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
@@ -509,10 +559,26 @@ class Stylizer:
         if params.optimizer is OptimizerName.lbfgs:
             x, log = _lbfgs(objective, self.step_function, x, params, stage, steps, offset, callback)
             log.style_weights = betas
-            return x, log
+            return x, log, None
         opt: torch.optim.Optimizer
         if params.optimizer is OptimizerName.adam:
             opt = torch.optim.Adam([x], lr=params.lr)
+            if warm is not None:
+                # Warm start: the previous stage's moments and its step count. The count carries over
+                # because bias correction divides by 1 − β^t to undo the zero start of the moments; these
+                # moments are not zero, and t = 1 would inflate the carried m by 10× and v by 1000×.
+                opt.load_state_dict(
+                    {
+                        "state": {
+                            0: {
+                                "step": torch.tensor(float(warm.step)),
+                                "exp_avg": warm.exp_avg,
+                                "exp_avg_sq": warm.exp_avg_sq,
+                            }
+                        },
+                        "param_groups": opt.state_dict()["param_groups"],
+                    }
+                )
         else:
             opt = torch.optim.SGD([x], lr=params.lr)
 
@@ -523,12 +589,23 @@ class Stylizer:
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
         prev_total: Tensor | None = None
         ema = _MovingAverage(x.detach(), params.ema_decay) if params.ema_decay > 0 else None
+        keep_state = keep_state and params.optimizer is OptimizerName.adam
+        start_step = 0 if warm is None else warm.step
+        # With early stopping and a state to hand on, a stopped image's moments are frozen with its
+        # pixels: otherwise they would go on averaging its gradient for as long as the rest of the batch
+        # runs, and the next stage of this image would depend on the other rows.
+        freeze_state = keep_state and early
         # No host-device synchronisation in this loop (no .item(), float(), tensor truthiness, printing):
         # the host queues steps ahead of the GPU. The one exception is the early-stop check below.
         for step in range(steps):
             record = step % params.log_every == 0
             current = step_function(objective, x)
             x_old = x.detach().clone() if early else None
+            state_old = (
+                [opt.state[x][k].clone() for k in ("exp_avg", "exp_avg_sq")]
+                if freeze_state and len(opt.state[x]) > 0
+                else None
+            )
             if record:
                 k = step // params.log_every
                 values[k] = current
@@ -545,6 +622,10 @@ class Stylizer:
                 if x_old is not None:
                     # An image that stopped early keeps its pixels while the rest of the batch goes on.
                     x.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), x, x_old))
+                if state_old is not None:
+                    for k, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
+                        moment = opt.state[x][k]
+                        moment.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), moment, old))
                 steps_run += active
                 if ema is not None:
                     ema.update(x.detach(), active)
@@ -555,7 +636,32 @@ class Stylizer:
         result = x.detach() if ema is None else ema.value(x.detach(), params.clamp)
         with torch.no_grad():
             final = objective(result)  # eager: one evaluation is not worth an inference graph
-        return result, _StageLog(offset, log_steps, values, steps_run, final, ema is not None, betas)
+        carry = self._carry(opt, x, start_step, steps, steps_run, early) if keep_state else None
+        return result, _StageLog(offset, log_steps, values, steps_run, final, ema is not None, betas), carry
+
+    @staticmethod
+    def _carry(
+        opt: torch.optim.Optimizer, x: Tensor, start_step: int, steps: int, steps_run: Tensor, early: bool
+    ) -> AdamCarry:
+        """Adam's moments at the end of a stage, every image's at the common count `start_step + steps`.
+
+        The count is the steps planned so far, not torch's counter (which stops when the whole batch has
+        stopped early) nor the image's own (one counter serves the batch): an image that ran t < T steps
+        has its moments rescaled by (1 − β^T) / (1 − β^t), so that its bias-corrected moments
+        m / (1 − β₁^T) and v / (1 − β₂^T) are those it had alone. Without early stopping t = T and the
+        factor is exactly 1.
+        """
+        state = opt.state[x]
+        total = start_step + steps
+        m, v = state["exp_avg"].detach().clone(), state["exp_avg_sq"].detach().clone()
+        if early and bool((steps_run < steps).any()):  # one sync per stage boundary, with early stopping
+            beta1, beta2 = opt.param_groups[0]["betas"]
+            age = (steps_run + start_step).double().clamp_min(1)
+            shape = (-1, *([1] * (x.dim() - 1)))
+            for t, beta in ((m, beta1), (v, beta2)):
+                factor = (1 - beta**total) / (1 - beta**age)
+                t.mul_(factor.to(t.dtype).view(shape))
+        return AdamCarry(m, v, total)
 
     def _prep(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -743,4 +849,13 @@ def stylize_one(
     return Stylizer(model).stylize([content], s, params, **kwargs)[0]  # type: ignore[arg-type]
 
 
-__all__ = ["ImageResult", "LossCurve", "StepReport", "Stylizer", "resize_long_side", "stylize_one"]
+__all__ = [
+    "AdamCarry",
+    "ImageResult",
+    "LossCurve",
+    "StepReport",
+    "Stylizer",
+    "resize_adam_state",
+    "resize_long_side",
+    "stylize_one",
+]

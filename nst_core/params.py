@@ -192,13 +192,19 @@ class StyleParams:
     last one (ema_t = d·ema_{t−1} + (1 − d)·x_t, result ema_t / (1 − d^t)); 0 = off. Adam and gd only
     (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
     `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
-    per stage) and the next stage starts from that average, upsampled."""
+    per stage unless `warm_start`) and the next stage starts from that average, upsampled."""
     style_ratio: float | None = None
     """r > 0: set β per image and stage from the gradient norms instead of taking `style_weight`, so that
     ‖β ∇L_style‖ / ‖α ∇L_content‖ = r at a fixed reference point, the seeded noise image of `init=noise`
     (docs/engine.md, "Balance from gradient norms"). A fixed β is tuned to one backbone's feature scale
     (the Gram loss grows with its fourth power, the content loss with its square); a ratio of gradients
     holds for any weights. None = off: `style_weight` applies, as before the field existed."""
+    warm_start: bool = False
+    """Coarse-to-fine with Adam: each stage after the first starts from the previous stage's Adam state
+    (moments resized bilinearly to the new size, step counter carried over) instead of fresh moments, as
+    crowsonkb's style-transfer-pytorch does (docs/engine.md, "Warm-started stages"). A no-op with one stage
+    and with gd (plain SGD keeps no state); refused with lbfgs. False = every stage restarts Adam, as before
+    the field existed."""
 
     def __post_init__(self) -> None:
         _normalise_inputs(self)
@@ -297,6 +303,15 @@ def validate_params(p: StyleParams) -> list[str]:
         # L-BFGS's iterates are line-search minima, not noisy steps around one: their average is not a
         # better estimate, and a point between two accepted iterates may have a higher loss than both.
         problems.append("ema_decay applies to the adam and gd optimizers only; set ema_decay=0 with lbfgs")
+    if not isinstance(p.warm_start, bool):
+        problems.append(f"warm_start must be true or false, got {p.warm_start!r}")
+    elif p.warm_start and p.optimizer is OptimizerName.lbfgs:
+        # L-BFGS's state is a history of curvature pairs (s, y) at one size: resizing them would not give
+        # pairs of the new stage's objective, so the quasi-Newton model would be wrong from its first step.
+        problems.append(
+            "warm_start carries Adam's moments between stages and applies to the adam optimizer; "
+            "L-BFGS's curvature pairs cannot be resized to another stage's size: set warm_start=false with lbfgs"
+        )
     if p.style_loss is StyleLossKind.w2 and p.style_normalization is StyleNormalization.common:
         problems.append(
             "style_normalization=common scales the Gram loss only; with style_loss=w2 leave it at paper"
@@ -419,6 +434,7 @@ _FIELD_KINDS: dict[str, str] = {
     "early_stop": "float",
     "ema_decay": "float",
     "clamp": "bool",
+    "warm_start": "bool",
     "content_layers": "layers",
     "style_layers": "layers",
     "content_layer_weights": "floats?",

@@ -65,6 +65,8 @@ def bytes_per_image(
     }[params.optimizer]
     if params.ema_decay > 0:
         optimiser_copies += 2
+    if params.warm_start and params.early_stop > 0 and params.optimizer is OptimizerName.adam:
+        optimiser_copies += 2  # the moments of the step before, to freeze those of an image that stopped
     content_target, _ = _activation_elements(h, w, tuple(params.content_layers), arch)
     w2 = 0
     if params.style_loss is StyleLossKind.w2:

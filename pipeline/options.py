@@ -62,6 +62,8 @@ FIELD_HELP: dict[str, str] = {
     "(0 = off; adam and gd only).",
     "style_ratio": "r > 0: replaces --style-weight by a β per image, set so that the style gradient is r times "
     "the content gradient at the seeded noise image (holds for any VGG weights; see docs/engine.md).",
+    "warm_start": "Coarse-to-fine with adam: start each stage from the previous stage's Adam moments (resized) "
+    "and step count instead of fresh ones (no-op with one stage or gd; not with lbfgs).",
 }
 
 _TEXT_FIELDS = {"content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "schedule"}
@@ -81,9 +83,9 @@ def _option_for(field: dataclasses.Field[Any]) -> inspect.Parameter:
     elif enum_of(name) is not None:
         annotation = enum_of(name)
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, case_sensitive=False)
-    elif name == "clamp":
+    elif name in ("clamp", "warm_start"):
         annotation = bool
-        option = typer.Option("--clamp/--no-clamp", help=help_text, rich_help_panel=PANEL)
+        option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=PANEL)
     elif name in ("content_ratio", "style_ratio"):
         annotation = Optional[float]  # noqa: UP045
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL)

@@ -95,3 +95,18 @@ def test_style_ratio_option() -> None:
     assert "set only one of them" in result.output
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "--style-ratio" in result.output
+
+
+def test_warm_start_option() -> None:
+    seen.clear()
+    result = CliRunner().invoke(app, ["--warm-start", "--schedule", "32:3,64:4"])
+    assert result.exit_code == 0, result.output
+    assert seen == [StyleParams(schedule=((32, 3), (64, 4)), warm_start=True)]
+    result = CliRunner().invoke(app, ["--no-warm-start"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == StyleParams()
+    result = CliRunner().invoke(app, ["--warm-start", "--optimizer", "lbfgs"])
+    assert result.exit_code == 2
+    assert "curvature pairs cannot be resized" in result.output
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--warm-start" in result.output

@@ -32,15 +32,15 @@ MIXED = StyleParams(
     style_layer_weights=(0.25, 0.75),
 )
 
-DEFAULTS_FINGERPRINT = "654d0026626e8b8e1c7154bd3144d126987ea549a100927851f26b1700fbc662"
+DEFAULTS_FINGERPRINT = "bf40c362633f8d1755e2a1652ec6b58d007ee48860db3f07008caab6028cac81"
 """sha256 of json.dumps(StyleParams().to_dict(), sort_keys=True): set when ROW_ID_VERSION became nst-row/2,
 updated for the new fields `padding` and `lbfgs_history`, whose defaults reproduce the old behaviour, for
 `precision`'s default `auto`, which the id reads as the old default fp32 (see the test below), and for the
-new fields `style_loss` (default `gram`, the only style loss before it), `ema_decay` (default 0, off) and
-`style_ratio` (default None, off)."""
+new fields `style_loss` (default `gram`, the only style loss before it), `ema_decay` (default 0, off),
+`style_ratio` (default None, off) and `warm_start` (default False, every stage restarts Adam)."""
 DEFAULT_ROW_ID = "562444e0fa0d3114a1bd"
-"""row_id_for("s3://b/c.jpg", "s3://b/s.jpg", StyleParams()), written out before `style_loss`, `ema_decay` and
-`style_ratio` existed."""
+"""row_id_for("s3://b/c.jpg", "s3://b/s.jpg", StyleParams()), written out before `style_loss`, `ema_decay`,
+`style_ratio` and `warm_start` existed."""
 
 
 def expected_id(content: str, style: str, params_text: str) -> str:
@@ -102,6 +102,12 @@ def test_style_ratio_at_its_default_keeps_the_ids_made_before_it_existed() -> No
     assert params_key(StyleParams(style_ratio=0.5)) == "style_ratio=0.5"
 
 
+def test_warm_start_at_its_default_keeps_the_ids_made_before_it_existed() -> None:
+    assert row_id_for("s3://b/c.jpg", "s3://b/s.jpg", StyleParams(warm_start=False)) == DEFAULT_ROW_ID
+    assert params_key(StyleParams(steps=100, warm_start=False)) == CANONICAL_PARAMS
+    assert params_key(StyleParams(warm_start=True)) == "warm_start=true"
+
+
 def test_defaults_written_out_are_the_same_as_left_out() -> None:
     assert params_key(StyleParams(style_weight=1000000, size=512, lr=0.02, content_layers=("relu4_2",))) == ""
     assert params_key(StyleParams(steps=100, content_weight=1)) == CANONICAL_PARAMS
@@ -144,6 +150,7 @@ def test_row_id_changes_with_every_input_that_changes_the_image() -> None:
         StyleParams(style_loss="w2"),
         StyleParams(ema_decay=0.9),
         StyleParams(style_ratio=0.5),
+        StyleParams(schedule=((256, 10), (512, 10)), warm_start=True),
     ]
     ids = [row_id_for("c", "s", p) for p in changed]
     assert base not in ids and len(set(ids)) == len(ids)
