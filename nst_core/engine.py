@@ -12,7 +12,6 @@ from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_core.colour import combine_luminance, luminance, match_color_histogram, match_luminance
@@ -93,6 +92,11 @@ class _StageLog:
     style_weights: Tensor | None = None  # [B]: β of each image in this stage
 
 
+def _per_image(values: Tensor, like: Tensor) -> Tensor:
+    """A per-image vector [B] shaped to broadcast over `like` [B, ...] (masks, normalisers, factors)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 @dataclass
 class AdamCarry:
     """Adam's state handed from one coarse-to-fine stage to the next (`warm_start`), at the old size.
@@ -115,12 +119,9 @@ def resize_adam_state(carry: AdamCarry, shape: tuple[int, int]) -> AdamCarry:
     exp_avg_sq; one filter for both keeps the two moments of a pixel from the same neighbours.
     """
 
-    def resize(t: Tensor) -> Tensor:
-        if tuple(t.shape[-2:]) == tuple(shape):
-            return t.clone()
-        return F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=True)
-
-    return AdamCarry(resize(carry.exp_avg), resize(carry.exp_avg_sq), carry.step)
+    return AdamCarry(
+        resize_to(carry.exp_avg, shape, clamp=False), resize_to(carry.exp_avg_sq, shape, clamp=False), carry.step
+    )
 
 
 class _MovingAverage:
@@ -139,13 +140,13 @@ class _MovingAverage:
 
     def update(self, x: Tensor, active: Tensor) -> None:
         d = self.decay
-        mask = active.view(-1, *([1] * (x.dim() - 1)))
+        mask = _per_image(active, x)
         self.sum = torch.where(mask, self.sum * d + x * (1.0 - d), self.sum)
         self.norm = torch.where(active, self.norm * d + (1.0 - d), self.norm)
 
     def value(self, x: Tensor, clamp: bool) -> Tensor:
         """The average; x itself for an image with no update yet (its average is undefined)."""
-        norm = self.norm.view(-1, *([1] * (x.dim() - 1)))
+        norm = _per_image(self.norm, x)
         out = torch.where(norm > 0, self.sum / norm.clamp_min(torch.finfo(x.dtype).tiny), x)
         return out.clamp(0.0, 1.0) if clamp else out  # an average of clamped pixels, up to rounding
 
@@ -621,11 +622,11 @@ class Stylizer:
                     x.clamp_(0.0, 1.0)
                 if x_old is not None:
                     # An image that stopped early keeps its pixels while the rest of the batch goes on.
-                    x.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), x, x_old))
+                    x.copy_(torch.where(_per_image(active, x), x, x_old))
                 if state_old is not None:
                     for k, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
                         moment = opt.state[x][k]
-                        moment.copy_(torch.where(active.view(-1, *([1] * (x.dim() - 1))), moment, old))
+                        moment.copy_(torch.where(_per_image(active, x), moment, old))
                 steps_run += active
                 if ema is not None:
                     ema.update(x.detach(), active)
@@ -657,10 +658,9 @@ class Stylizer:
         if early and bool((steps_run < steps).any()):  # one sync per stage boundary, with early stopping
             beta1, beta2 = opt.param_groups[0]["betas"]
             age = (steps_run + start_step).double().clamp_min(1)
-            shape = (-1, *([1] * (x.dim() - 1)))
             for t, beta in ((m, beta1), (v, beta2)):
                 factor = (1 - beta**total) / (1 - beta**age)
-                t.mul_(factor.to(t.dtype).view(shape))
+                t.mul_(_per_image(factor.to(t.dtype), x))
         return AdamCarry(m, v, total)
 
     def _prep(self, x: Tensor) -> Tensor:

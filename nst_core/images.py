@@ -205,13 +205,14 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize_to(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """[3,H,W] or [B,C,H,W] resized to `shape` (bilinear, antialiased when shrinking), kept in [0, 1]."""
+def resize_to(image: torch.Tensor, shape: tuple[int, int], *, clamp: bool = True) -> torch.Tensor:
+    """[3,H,W] or [B,C,H,W] resized to `shape` (bilinear, antialiased when shrinking), kept in [0, 1] unless
+    `clamp` is False (fields that are not pixels, such as Adam's moments)."""
     batched = image.dim() == 4
     x = image if batched else image.unsqueeze(0)
     if tuple(x.shape[-2:]) != tuple(shape):
         x = F.interpolate(x.float(), size=shape, mode="bilinear", align_corners=False, antialias=True)
-        x = x.clamp(0.0, 1.0)
+        x = x.clamp(0.0, 1.0) if clamp else x
     return x if batched else x.squeeze(0)
 
 
