@@ -401,6 +401,7 @@ __all__ = [
     "StyleNormalization",
     "StyleParams",
     "enum_of",
+    "field_kind",
     "format_field",
     "parse_field",
     "validate_params",
@@ -442,6 +443,12 @@ _FIELD_KINDS: dict[str, str] = {
     "schedule": "schedule?",
     **{name: "enum" for name in _ENUM_FIELDS},
 }
+
+
+def field_kind(name: str) -> str:
+    """How a field is typed and parsed: int, float, bool, enum, layers, floats, schedule; a trailing `?`
+    marks an optional field (None allowed). One table serves the manifest, the CLI and the docs."""
+    return _FIELD_KINDS[name]
 
 
 def enum_of(name: str) -> type[Enum] | None:

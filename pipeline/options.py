@@ -23,6 +23,7 @@ from nst_core.params import (
     Arch,
     StyleParams,
     enum_of,
+    field_kind,
     format_field,
     parse_field,
 )
@@ -66,7 +67,8 @@ FIELD_HELP: dict[str, str] = {
     "and step count instead of fresh ones (no-op with one stage or gd; not with lbfgs).",
 }
 
-_TEXT_FIELDS = {"content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "schedule"}
+_TEXT_FIELDS = {f.name for f in STYLE_PARAM_FIELDS if field_kind(f.name).rstrip("?") in ("layers", "floats", "schedule")}
+"""Fields typed as text on the command line (lists and schedules) and parsed like a manifest cell."""
 
 
 def _option_for(field: dataclasses.Field[Any]) -> inspect.Parameter:
@@ -83,10 +85,10 @@ def _option_for(field: dataclasses.Field[Any]) -> inspect.Parameter:
     elif enum_of(name) is not None:
         annotation = enum_of(name)
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, case_sensitive=False)
-    elif name in ("clamp", "warm_start"):
+    elif field_kind(name) == "bool":
         annotation = bool
         option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text, rich_help_panel=PANEL)
-    elif name in ("content_ratio", "style_ratio"):
+    elif field_kind(name) == "float?":
         annotation = Optional[float]  # noqa: UP045
         option = typer.Option(flag, help=help_text, rich_help_panel=PANEL)
     else:
