@@ -106,10 +106,7 @@ def style_loss(
     return torch.stack(terms).sum(0)
 
 
-NS_ITERATIONS = W2_NEWTON_SCHULZ_ITERATIONS  # defined with the parameters, which need no torch
-
-
-def sqrtm_newton_schulz(a: Tensor, iterations: int = NS_ITERATIONS) -> Tensor:
+def sqrtm_newton_schulz(a: Tensor, iterations: int = W2_NEWTON_SCHULZ_ITERATIONS) -> Tensor:
     """Principal square root of symmetric positive semi-definite matrices [..., N, N], in float32.
 
     Coupled Newton–Schulz iteration (Higham 2008, eq. 6.35): Y₀ = A/‖A‖_F, Z₀ = I, T = (3I − Z·Y)/2,
@@ -147,7 +144,7 @@ def w2_layer_loss(
     target_cov: Tensor,
     target_cov_sqrt: Tensor | None = None,
     *,
-    iterations: int = NS_ITERATIONS,
+    iterations: int = W2_NEWTON_SCHULZ_ITERATIONS,
 ) -> Tensor:
     """E_l = W2²(N(μ_x, Σ_x), N(μ_s, Σ_s)) / N_l for one layer, one value per image: [B].
 
@@ -270,7 +267,6 @@ def layer_weights(layers: Sequence[str], weights: Sequence[float] | None) -> tup
 
 
 __all__ = [
-    "NS_ITERATIONS",
     "ContentLoss",
     "StyleLoss",
     "StyleLossW2",

@@ -9,13 +9,12 @@ import torch
 
 from nst_core.engine import Stylizer
 from nst_core.losses import (
-    NS_ITERATIONS,
     StyleLossW2,
     feature_moments,
     sqrtm_newton_schulz,
     w2_layer_loss,
 )
-from nst_core.params import Init, StyleLossKind, StyleNormalization, StyleParams
+from nst_core.params import W2_NEWTON_SCHULZ_ITERATIONS, Init, StyleLossKind, StyleNormalization, StyleParams
 from nst_core.targets import Style, compute_style_targets, target_cache_key
 from nst_core.vgg import VGGFeatures
 
@@ -151,4 +150,4 @@ def test_w2_refuses_the_gram_only_normalisation() -> None:
     with pytest.raises(ValueError, match="style_loss must be one of"):
         StyleParams(style_loss="sliced")
     assert StyleParams().style_loss is StyleLossKind.gram
-    assert NS_ITERATIONS == 20
+    assert W2_NEWTON_SCHULZ_ITERATIONS == 20
