@@ -14,7 +14,7 @@ line of output is the same JSON on one line.
    from two `Stylizer.stylize` calls of 1 + `--steady-steps` and 1 steps after a warm-up call, so the
    setup (style targets, content features, cuDNN autotuning) is excluded; images/hour scale it to
    `--steps` steps; the CUDA peak of the longer call, minus what was allocated before, per image, against
-   `pipeline.batching.bytes_per_image` for the same (resolved) precision.
+   `pipeline.cluster.batching.bytes_per_image` for the same (resolved) precision.
 3. loss: each precision on the same `--loss-batch` images for the full `--steps`; final total loss per
    image against fp32's, max over the images, in percent. Each grid row carries its precision's figure.
 4. full: the fastest grid configuration, end to end at the full `--steps` (setup included).
@@ -46,7 +46,7 @@ from nst_core.params import Precision, StyleParams  # noqa: E402
 from nst_core.precision import resolve_precision  # noqa: E402
 from nst_core.targets import Style  # noqa: E402
 from nst_core.vgg import load_vgg  # noqa: E402
-from pipeline.batching import bytes_per_image  # noqa: E402
+from pipeline.cluster.batching import bytes_per_image
 
 MIB = 2**20
 

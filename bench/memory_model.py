@@ -28,7 +28,7 @@ from nst_core.engine import Stylizer  # noqa: E402
 from nst_core.params import Precision, StyleParams  # noqa: E402
 from nst_core.targets import Style  # noqa: E402
 from nst_core.vgg import load_vgg  # noqa: E402
-from pipeline.batching import bytes_per_image, fixed_bytes  # noqa: E402
+from pipeline.cluster.batching import bytes_per_image, fixed_bytes
 
 
 def _images(size: int, count: int) -> tuple[list[torch.Tensor], Style]:

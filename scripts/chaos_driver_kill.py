@@ -36,8 +36,8 @@ from pipeline_checks import (  # noqa: E402
 
 from jobs import ManifestRow, iter_manifest  # noqa: E402
 from nst_core.params import StyleParams  # noqa: E402
-from pipeline.ledger import part_paths  # noqa: E402
-from pipeline.outputs import OutputLayout  # noqa: E402
+from pipeline.store.layout import OutputLayout  # noqa: E402
+from pipeline.store.ledger import part_paths  # noqa: E402
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from nst_core.vgg import WeightsError, load_vgg
-from pipeline.weights import fetch_weights, load_model
+from pipeline.store.weights import fetch_weights, load_model
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, enum_of, format_field
-from pipeline.ledger import RowState, read_ledger, row_states
-from pipeline.outputs import OutputLayout
-from pipeline.run import read_run_json
-from pipeline.status import collect_status
-from pipeline.storage import filesystem, mask_uri
+from pipeline.run.record import read_run_json
+from pipeline.run.status import collect_status
+from pipeline.store.fs import filesystem
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import RowState, read_ledger, row_states
+from pipeline.store.masking import mask_uri
 
 METRIC_PREFIX = "metric_"
 METRICS_JSON_COLUMN = "metrics"

@@ -111,7 +111,7 @@ def build_payload(
 
 
 def _masked(uri: str) -> str:
-    from pipeline.storage import mask_uri
+    from pipeline.store.masking import mask_uri
 
     return mask_uri(uri)
 

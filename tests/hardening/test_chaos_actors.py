@@ -17,8 +17,8 @@ from pipeline_checks import BackgroundRun, check_output, grid_rows, write_manife
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
-from pipeline.ledger import part_paths, read_ledger
-from pipeline.outputs import OutputLayout
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths, read_ledger
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -27,22 +27,16 @@ from jobs.options import options_for
 from nst_core.engine import ImageResult
 from nst_core.params import StyleParams
 from nst_core.vgg import WeightsError, load_vgg
-from pipeline.driver import Driver
-from pipeline.lease import LEASE_STALE_S, LeaseHeld, acquire, read_lease
-from pipeline.ledger import (
-    ErrorKind,
-    LedgerRecord,
-    RowStatus,
-    compact,
-    part_paths,
-    read_ledger,
-    utcnow,
-    write_part,
-)
-from pipeline.outputs import LEASE, OutputLayout, OutputNameError, check_inside, validate_output_name
-from pipeline.status import collect_status, render_status
-from pipeline.storage import StorageError, mask_text, read_bytes, write_bytes_atomic
-from pipeline.worker import numerical_problem
+from pipeline.cli.status_view import render_status
+from pipeline.cluster.row_checks import numerical_problem
+from pipeline.run.status import collect_status
+from pipeline.store.errors import StorageError
+from pipeline.store.layout import LEASE, OutputLayout, OutputNameError, check_inside, validate_output_name
+from pipeline.store.lease import LEASE_STALE_S, LeaseHeld, acquire, read_lease
+from pipeline.store.ledger import compact, part_paths, read_ledger, write_part
+from pipeline.store.masking import mask_text
+from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
+from pipeline.store.transfer import read_bytes, write_bytes_atomic
 
 # -- one output-name rule ------------------------------------------------------------------------------
 
@@ -278,7 +272,7 @@ def test_status_renders_markup_in_messages_literally_and_refuses_an_empty_path(
 
 
 def test_status_counts_against_the_current_manifest(tmp_path: Path) -> None:
-    from pipeline.run import write_run_json
+    from pipeline.run.record import write_run_json
 
     out = str(tmp_path / "out")
     layout = OutputLayout(out)
@@ -319,16 +313,18 @@ def test_userinfo_quoted_without_its_scheme_is_masked() -> None:
 
 
 def test_a_flapping_outage_is_one_episode_bounded_from_its_first_failure(tmp_path: Path) -> None:
-    driver = Driver(
-        actors=[], infos=[], layout=OutputLayout(str(tmp_path)), run_id="r", batch_size=lambda p: 1,
-        max_attempts=3, storage_options=None, style_cache_size=1, storage_timeout=30,
-    )
-    from pipeline.tasks import RowTask
+    from pipeline.cluster.events import DriverStats
+    from pipeline.cluster.outage import OutagePolicy
+    from pipeline.cluster.tasks import RowTask
 
+    stats = DriverStats()
+    held: list[RowTask] = []
+    outage = OutagePolicy(str(tmp_path), None, 30, stats, lambda task, delay: held.append(task))
     task = RowTask(row_id="a", index=0, content_uri="s3://b/c", style_uri="s3://b/s", params=StyleParams(), output_uri="x")
-    driver._hold_for_outage(task, "refused")
-    first = driver.outage_since
+    outage.hold_for_outage(task, "refused")
+    first = outage.outage_since
     for _ in range(15):
-        driver._outage_over()  # a result of work started before the outage arrives
-        driver._hold_for_outage(task, "refused")
-    assert driver.stats.storage_outages == 1 and driver.outage_since == first
+        outage.over()  # a result of work started before the outage arrives
+        outage.hold_for_outage(task, "refused")
+    assert stats.storage_outages == 1 and outage.outage_since == first
+    assert len(held) == 16 and all(t.attempt == 1 for t in held)  # held back, attempts unspent

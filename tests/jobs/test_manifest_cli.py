@@ -11,7 +11,7 @@ import pytest
 from manifest_helpers import write_table
 from typer.testing import CliRunner
 
-from pipeline.cli_manifest import manifest_app
+from pipeline.cli.manifest import manifest_app
 
 runner = CliRunner()
 

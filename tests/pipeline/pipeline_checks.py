@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from nst_core.params import StyleParams
-from pipeline.ledger import read_ledger, row_states
-from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.storage import filesystem
+from pipeline.store.fs import TMP_PREFIX, filesystem
+from pipeline.store.layout import OutputLayout, list_files
+from pipeline.store.ledger import read_ledger, row_states
 
 WEIGHTS = "random:0"
 PARAMS = StyleParams(size=32, steps=6, log_every=2)
@@ -202,10 +202,10 @@ def start_driver(
     params: StyleParams = PARAMS,
     batch_size: int = 2,
     extra: Sequence[str] = (),
-    module: str = "pipeline.cli_run",
+    module: str = "pipeline.cli",
     stdout: Any = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """`nst run` as its own process (`python -m pipeline.cli_run run …`), in its own session so that the
+    """`nst run` as its own process (`python -m pipeline.cli run …`), in its own session so that the
     Ray processes it starts can be killed with it by process group (`kill_group`)."""
     command = [
         sys.executable,
@@ -290,7 +290,7 @@ class BackgroundRun:
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        from pipeline.run import run_manifest
+        from pipeline.run.manifest_run import run_manifest
 
         self.kwargs = {"params": PARAMS, "weights": WEIGHTS, "progress": False, **kwargs}
         self.summary: Any = None

@@ -12,8 +12,8 @@ from pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, writ
 from ray.cluster_utils import Cluster
 
 from jobs import ManifestRow, iter_manifest
-from pipeline.ledger import part_paths
-from pipeline.outputs import OutputLayout
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.cli_report import report_command
+from pipeline.cli.report import report_command
 from pipeline.report.sheet import FAILED_MARK, PAD, auto_cell, sheet_size
 
 

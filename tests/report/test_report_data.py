@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from nst_core.params import DEFAULT_STYLE_LAYERS
-from pipeline.ledger import read_ledger
-from pipeline.outputs import OutputLayout
 from pipeline.report import build_report, link_base
 from pipeline.report.data import downsample, load_report_data
 from pipeline.report.svg import curve_plot
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import read_ledger
 
 
 def test_rows_failures_curves_and_sweep_parameters(small_run: dict[str, Any]) -> None:
@@ -156,7 +156,8 @@ def test_a_ledger_part_without_the_newer_columns_still_reads(tmp_path: Path) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.ledger import LEDGER_SCHEMA, row_states
+    from pipeline.store.ledger import row_states
+    from pipeline.store.records import LEDGER_SCHEMA
 
     layout = OutputLayout(str(tmp_path))
     old = [n for n in LEDGER_SCHEMA.names if n not in ("params", "optimise_seconds", "metrics")]

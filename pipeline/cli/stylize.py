@@ -1,0 +1,124 @@
+"""`nst stylize`: one content image, one or more styles, one output — the engine without Ray.
+
+Registered on the root app by pipeline/cli.py. Writes the image, its loss curve (Parquet) and a JSON of
+parameters, weights and versions beside it, each with one atomic write.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nst_core.params import Arch, StyleParams
+from pipeline.cli.options import (
+    ArchOpt,
+    CompileOpt,
+    DeviceOpt,
+    StorageOptionOpt,
+    WeightsOpt,
+    WeightsSha256Opt,
+    with_style_params,
+)
+from pipeline.store.fs import parse_storage_options
+from pipeline.store.masking import mask_uri
+
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+console = Console(stderr=True)
+
+
+def sidecar_paths(output: str) -> tuple[str, str, str]:
+    """(image format, curve URI, JSON URI) for an output image URI; rejects unknown extensions."""
+    suffix = PurePosixPath(output).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise typer.BadParameter(
+            f"output {output!r} must end in one of {', '.join(IMAGE_FORMATS)}", param_hint="--output"
+        )
+    stem = output[: -len(suffix)]
+    return IMAGE_FORMATS[suffix], f"{stem}.curve.parquet", f"{stem}.json"
+
+
+def parse_blend(text: str | None, count: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint="--style-blend"
+        ) from None
+    if len(weights) != count:
+        raise typer.BadParameter(
+            f"{len(weights)} weights for {count} style images", param_hint="--style-blend"
+        )
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise typer.BadParameter("weights must be >= 0 with a positive sum", param_hint="--style-blend")
+    return weights
+
+
+@with_style_params
+def stylize_command(
+    content: Annotated[str, typer.Argument(help="Content image: a path or any fsspec URI.")],
+    style: Annotated[list[str], typer.Argument(help="One or more style images (blended when several).")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp); path or URI.")
+    ],
+    style_blend: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Comma-separated weights for several style images (default: equal)."),
+    ] = None,
+    init_image: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Start from this image instead of --init (resized to the output size)."),
+    ] = None,
+    weights: WeightsOpt = "imagenet",
+    weights_sha256: WeightsSha256Opt = None,
+    arch: ArchOpt = Arch.vgg19,
+    device: DeviceOpt = "auto",
+    compile: CompileOpt = False,
+    storage_option: StorageOptionOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    *,
+    params: StyleParams,
+) -> None:
+    """Stylise one CONTENT image with one or more STYLE images (Gatys et al.).
+
+    Writes OUTPUT, OUTPUT's stem + .curve.parquet (loss curve) and + .json (parameters, weights, versions).
+
+    Example: nst stylize photo.jpg starry.jpg -o out.png --size 512 --steps 300
+    """
+    # torch and the engine load here, not at import: `nst --help` and completion stay fast.
+    from pipeline.run.stylize import StylizeJob, stylize_job
+
+    image_format, curve_uri, json_uri = sidecar_paths(output)
+    job = StylizeJob(
+        content=content,
+        styles=tuple(style),
+        output=output,
+        image_format=image_format,
+        curve_uri=curve_uri,
+        json_uri=json_uri,
+        params=params,
+        blend=parse_blend(style_blend, len(style)),
+        init_image=init_image,
+        weights=weights,
+        weights_sha256=weights_sha256,
+        arch=arch.value if isinstance(arch, Arch) else str(arch),
+        device=device,
+        compile=compile,
+        storage_options=parse_storage_options(storage_option),
+    )
+    columns = (TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("steps", total=sum(steps for _, steps in params.stages()))
+        record, (width, height) = stylize_job(job, on_step=lambda done, total: bar.update(task, completed=done))
+    losses = record["final_losses"]
+    console.print(
+        f"wrote {mask_uri(output)} ({width}×{height}, {record['steps_run']} steps, loss {losses['total']:.4g}, "
+        f"{record['seconds']:.1f}s)"
+    )
