@@ -133,7 +133,7 @@ def render_html(payload: Mapping[str, Any]) -> str:
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{html.escape(title)}</title><link rel=\"icon\" href=\"data:,\">"
-        f"<style>{CSS}</style></head>\n<body>\n"
+        f"<style>\n{CSS}</style></head>\n<body>\n"
         "<header><h1>Style-transfer run report</h1>"
         f"<div class=\"sub\">{html.escape(subtitle)}</div><div id=\"view-summary\"></div><nav id=\"tabs\"></nav></header>\n"
         "<main>\n"
@@ -154,5 +154,5 @@ def render_html(payload: Mapping[str, Any]) -> str:
         "</div></section>\n</main>\n"
         "<div id=\"detail\" class=\"overlay\" hidden><div class=\"panel\"></div></div>\n"
         f"<script type=\"application/json\" id=\"nst-data\">{script_json(payload)}</script>\n"
-        f"<script>{JS}</script>\n</body></html>\n"
+        f"<script>\n{JS}</script>\n</body></html>\n"
     )
