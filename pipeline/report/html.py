@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.report.assets import CSS, JS
-from pipeline.report.data import METRIC_HELP, ReportData
+from pipeline.report.data import ReportData
 from pipeline.report.svg import curve_plot
+from pipeline.report.values import METRIC_HELP
 
 PAYLOAD_VERSION = 1
 
