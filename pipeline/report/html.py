@@ -70,26 +70,8 @@ def build_payload(
     for r in data.rows:
         c = contents.setdefault(r["content_uri"], len(contents)) if r.get("content_uri") else None
         s = styles.setdefault(r["style_uri"], len(styles)) if r.get("style_uri") else None
-        row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"],
-                               "name": row_name(r)}
-        if r["status"] == "done":
-            row["th"] = src(row_thumbs.get(r["id"]))
-            if r.get("image") and embedded is None:
-                row["img"] = image_src(r["image"], base)
-            row["out"] = r.get("output_uri") and _masked(r["output_uri"])
-            row["cv"] = curve_plot(r["curve"]) if r.get("curve") else None
-        else:
-            row["ek"] = r.get("error_kind")
-            row["err"] = r.get("error")
-        row.update(
-            {"att": r.get("attempt"), "w": r.get("worker"), "dev": r.get("device"), "node": r.get("node"),
-             "fin": r.get("finished_at"), "content": r.get("content"), "style": r.get("style")}
-        )
-        if r.get("params"):
-            row["p"] = r["params"]
-        if r.get("metadata"):
-            row["md"] = r["metadata"]
-        rows.append({k: v for k, v in row.items() if v is not None})
+        thumb = src(row_thumbs.get(r["id"])) if r["status"] == "done" else None
+        rows.append(payload_row(r, c, s, thumb=thumb, image_base=None if embedded is not None else base))
     run = {k: data.run.get(k) for k in ("run_id", "status", "started_at", "finished_at", "manifest", "weights",
                                         "versions", "stats", "history", "params")}
     return {
@@ -109,6 +91,33 @@ def build_payload(
         "styles": [{"uri": _masked(u), "thumb": src(input_thumbs.get(u))} for u in styles],
         "rows": rows,
     }
+
+
+def payload_row(
+    r: Mapping[str, Any], c: int | None, s: int | None, *, thumb: str | None, image_base: str | None
+) -> dict[str, Any]:
+    """One row of the page's blob, in its short keys; None values are left out. c and s: the row's content
+    and style indices; thumb: its thumbnail's src; image_base: where full images are linked from, None
+    when they are not reachable from the page."""
+    row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"], "name": row_name(r)}
+    if r["status"] == "done":
+        row["th"] = thumb
+        if r.get("image") and image_base is not None:
+            row["img"] = image_src(r["image"], image_base)
+        row["out"] = r.get("output_uri") and _masked(r["output_uri"])
+        row["cv"] = curve_plot(r["curve"]) if r.get("curve") else None
+    else:
+        row["ek"] = r.get("error_kind")
+        row["err"] = r.get("error")
+    row.update(
+        {"att": r.get("attempt"), "w": r.get("worker"), "dev": r.get("device"), "node": r.get("node"),
+         "fin": r.get("finished_at"), "content": r.get("content"), "style": r.get("style")}
+    )
+    if r.get("params"):
+        row["p"] = r["params"]
+    if r.get("metadata"):
+        row["md"] = r["metadata"]
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _masked(uri: str) -> str:
