@@ -1,6 +1,6 @@
 """`nst report`: a static HTML gallery (and optional contact sheet) of a run's output folder.
 
-`build_report` is the one entry point, called by `pipeline.cli_report.report_command` and by library
+`build_report` is the one entry point, called by `pipeline.cli.report.report_command` and by library
 users. Layout of what it writes: the HTML (default OUT/report.html), thumbnails under
 OUT/_report/thumbs/ (made once, reused), and the sheet PNG where asked.
 """
@@ -15,7 +15,6 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.outputs import OutputLayout
 from pipeline.report.data import ReportData, load_report_data
 from pipeline.report.html import build_payload, render_html
 from pipeline.report.sheet import SheetCell, contact_sheet, png_bytes
@@ -26,7 +25,10 @@ from pipeline.report.thumbs import (
     read_thumbnails,
     row_thumb_relpath,
 )
-from pipeline.storage import exists, filesystem, is_local, join, mask_uri, protocol_of, write_bytes_atomic
+from pipeline.store.fs import exists, filesystem, is_local, join, protocol_of
+from pipeline.store.layout import OutputLayout
+from pipeline.store.masking import mask_uri
+from pipeline.store.transfer import write_bytes_atomic
 
 REPORT_NAME = "report.html"
 

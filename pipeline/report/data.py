@@ -22,14 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nst_core.params import DEFAULT_PARAMS
-from pipeline.ledger import RowState, read_ledger, row_states
-from pipeline.outputs import OutputLayout
 from pipeline.report.curve_points import table_curves
 from pipeline.report.row_params import manifest_params, params_from_dict, params_from_ledger, params_text
 from pipeline.report.values import done_values, numeric_keys
-from pipeline.run import read_run_json
-from pipeline.status import collect_status
-from pipeline.storage import filesystem, mask_uri
+from pipeline.run.record import read_run_json
+from pipeline.run.status import collect_status
+from pipeline.store.fs import filesystem
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import RowState, read_ledger, row_states
+from pipeline.store.masking import mask_uri
 
 IO_THREADS = 8
 

@@ -121,7 +121,7 @@ def payload_row(
 
 
 def _masked(uri: str) -> str:
-    from pipeline.storage import mask_uri
+    from pipeline.store.masking import mask_uri
 
     return mask_uri(uri)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.outputs import list_files
-from pipeline.storage import filesystem, join, read_bytes, write_bytes_atomic
+from pipeline.store.fs import filesystem, join
+from pipeline.store.layout import list_files
+from pipeline.store.transfer import read_bytes, write_bytes_atomic
 
 REPORT_DIR = "_report"
 THUMBS_DIR = f"{REPORT_DIR}/thumbs"
