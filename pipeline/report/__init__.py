@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,20 +111,7 @@ def build_report(
     embedded = bool(embed) or base is None
     data = load_report_data(out, options, manifest=manifest)
 
-    sources: dict[str, str] = {}
-    row_thumbs: dict[str, str] = {}
-    for row in data.rows:
-        if row["status"] == "done" and row.get("output_uri"):
-            rel = row_thumb_relpath(row["id"])
-            sources[rel] = row["output_uri"]
-            row_thumbs[row["id"]] = rel
-    input_thumbs: dict[str, str] = {}
-    for row in data.rows:
-        for key in ("content_uri", "style_uri"):
-            uri = row.get(key)
-            if uri and uri not in input_thumbs:
-                input_thumbs[uri] = input_thumb_relpath(uri)
-                sources[input_thumbs[uri]] = uri
+    sources, row_thumbs, input_thumbs = thumbnail_plan(data.rows)
     available = ensure_thumbnails(out, sources, options, size=thumb_size)
     row_ok = {k: (v if available.get(v) else None) for k, v in row_thumbs.items()}
     input_ok = {k: (v if available.get(v) else None) for k, v in input_thumbs.items()}
@@ -148,6 +135,28 @@ def build_report(
         report=mask_uri(target), sheet=sheet_uri, rows=len(data.rows), done=done, failed=len(data.rows) - done,
         embedded=embedded, thumbnails=sum(1 for ok in available.values() if ok),
     )
+
+
+def thumbnail_plan(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The thumbnails a report needs, as (relpath → source URI, row id → relpath, input URI → relpath):
+    one per done row with an output, and one per content or style image however many rows share it."""
+    sources: dict[str, str] = {}
+    row_thumbs: dict[str, str] = {}
+    for row in rows:
+        if row["status"] == "done" and row.get("output_uri"):
+            rel = row_thumb_relpath(row["id"])
+            sources[rel] = row["output_uri"]
+            row_thumbs[row["id"]] = rel
+    input_thumbs: dict[str, str] = {}
+    for row in rows:
+        for key in ("content_uri", "style_uri"):
+            uri = row.get(key)
+            if uri and uri not in input_thumbs:
+                input_thumbs[uri] = input_thumb_relpath(uri)
+                sources[input_thumbs[uri]] = uri
+    return sources, row_thumbs, input_thumbs
 
 
 def _sheet(

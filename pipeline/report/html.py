@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.report.assets import CSS, JS
-from pipeline.report.data import METRIC_HELP, ReportData
+from pipeline.report.data import ReportData
 from pipeline.report.svg import curve_plot
+from pipeline.report.values import METRIC_HELP
 
 PAYLOAD_VERSION = 1
 
@@ -69,26 +70,8 @@ def build_payload(
     for r in data.rows:
         c = contents.setdefault(r["content_uri"], len(contents)) if r.get("content_uri") else None
         s = styles.setdefault(r["style_uri"], len(styles)) if r.get("style_uri") else None
-        row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"],
-                               "name": row_name(r)}
-        if r["status"] == "done":
-            row["th"] = src(row_thumbs.get(r["id"]))
-            if r.get("image") and embedded is None:
-                row["img"] = image_src(r["image"], base)
-            row["out"] = r.get("output_uri") and _masked(r["output_uri"])
-            row["cv"] = curve_plot(r["curve"]) if r.get("curve") else None
-        else:
-            row["ek"] = r.get("error_kind")
-            row["err"] = r.get("error")
-        row.update(
-            {"att": r.get("attempt"), "w": r.get("worker"), "dev": r.get("device"), "node": r.get("node"),
-             "fin": r.get("finished_at"), "content": r.get("content"), "style": r.get("style")}
-        )
-        if r.get("params"):
-            row["p"] = r["params"]
-        if r.get("metadata"):
-            row["md"] = r["metadata"]
-        rows.append({k: v for k, v in row.items() if v is not None})
+        thumb = src(row_thumbs.get(r["id"])) if r["status"] == "done" else None
+        rows.append(payload_row(r, c, s, thumb=thumb, image_base=None if embedded is not None else base))
     run = {k: data.run.get(k) for k in ("run_id", "status", "started_at", "finished_at", "manifest", "weights",
                                         "versions", "stats", "history", "params")}
     return {
@@ -108,6 +91,33 @@ def build_payload(
         "styles": [{"uri": _masked(u), "thumb": src(input_thumbs.get(u))} for u in styles],
         "rows": rows,
     }
+
+
+def payload_row(
+    r: Mapping[str, Any], c: int | None, s: int | None, *, thumb: str | None, image_base: str | None
+) -> dict[str, Any]:
+    """One row of the page's blob, in its short keys; None values are left out. c and s: the row's content
+    and style indices; thumb: its thumbnail's src; image_base: where full images are linked from, None
+    when they are not reachable from the page."""
+    row: dict[str, Any] = {"id": r["id"], "st": r["status"], "c": c, "s": s, "v": r["values"], "name": row_name(r)}
+    if r["status"] == "done":
+        row["th"] = thumb
+        if r.get("image") and image_base is not None:
+            row["img"] = image_src(r["image"], image_base)
+        row["out"] = r.get("output_uri") and _masked(r["output_uri"])
+        row["cv"] = curve_plot(r["curve"]) if r.get("curve") else None
+    else:
+        row["ek"] = r.get("error_kind")
+        row["err"] = r.get("error")
+    row.update(
+        {"att": r.get("attempt"), "w": r.get("worker"), "dev": r.get("device"), "node": r.get("node"),
+         "fin": r.get("finished_at"), "content": r.get("content"), "style": r.get("style")}
+    )
+    if r.get("params"):
+        row["p"] = r["params"]
+    if r.get("metadata"):
+        row["md"] = r["metadata"]
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _masked(uri: str) -> str:
@@ -133,7 +143,7 @@ def render_html(payload: Mapping[str, Any]) -> str:
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{html.escape(title)}</title><link rel=\"icon\" href=\"data:,\">"
-        f"<style>{CSS}</style></head>\n<body>\n"
+        f"<style>\n{CSS}</style></head>\n<body>\n"
         "<header><h1>Style-transfer run report</h1>"
         f"<div class=\"sub\">{html.escape(subtitle)}</div><div id=\"view-summary\"></div><nav id=\"tabs\"></nav></header>\n"
         "<main>\n"
@@ -154,5 +164,5 @@ def render_html(payload: Mapping[str, Any]) -> str:
         "</div></section>\n</main>\n"
         "<div id=\"detail\" class=\"overlay\" hidden><div class=\"panel\"></div></div>\n"
         f"<script type=\"application/json\" id=\"nst-data\">{script_json(payload)}</script>\n"
-        f"<script>{JS}</script>\n</body></html>\n"
+        f"<script>\n{JS}</script>\n</body></html>\n"
     )

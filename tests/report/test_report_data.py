@@ -11,7 +11,8 @@ import pytest
 
 from nst_core.params import DEFAULT_STYLE_LAYERS
 from pipeline.report import build_report, link_base
-from pipeline.report.data import downsample, load_report_data
+from pipeline.report.curve_points import downsample
+from pipeline.report.data import load_report_data
 from pipeline.report.svg import curve_plot
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import read_ledger
@@ -74,7 +75,7 @@ def test_unreadable_manifest_is_a_note_not_a_failure(small_run: dict[str, Any], 
 
 
 def test_compact_numbers() -> None:
-    from pipeline.report.data import compact_number, compact_text
+    from pipeline.report.row_params import compact_number, compact_text
 
     assert [compact_number(v) for v in (1e7, 1e5, 1.5e8, 2.5e-4, 0.35, 300.0, 1000.0, 0.0)] == [
         "1e7", "1e5", "1.5e8", "2.5e-4", "0.35", "300", "1000", "0",
@@ -132,7 +133,7 @@ def test_curve_plot_is_log_scaled_and_skips_empty_series() -> None:
 
 
 def test_metrics_from_columns_and_from_a_json_column() -> None:
-    from pipeline.report.data import record_metrics
+    from pipeline.report.values import record_metrics
 
     rec = {"metric_ssim": 0.5, "metric_clipped": None, "metric_gram_err": float("nan"),
            "metrics": json.dumps({"gram_err_relu1_1": 0.25, "ssim": 0.4}), "loss_total": 3.0}
