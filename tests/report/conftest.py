@@ -12,14 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from pipeline.store.layout import OutputLayout
 
 from nst_core.params import StyleParams
 from nst_core.vgg import VGGFeatures, load_vgg
-<<<<<<< HEAD
 from pipeline.store.layout import OutputLayout
-=======
->>>>>>> i14-C
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
