@@ -1,4 +1,4 @@
-"""Checks `pipeline.batching`'s memory estimate (behind `--batch-size auto`) against measured memory.
+"""Checks `pipeline.cluster.batching`'s memory estimate (behind `--batch-size auto`) against measured memory.
 
 Run on a GPU:  .venv/bin/python bench/memory_model.py --sizes 256,512,768 --batches 1,4,8 --precisions fp32,bf16
 CPU smoke:     .venv/bin/python bench/memory_model.py --sizes 32,48 --batches 1,2 --precisions fp32,bf16

@@ -1,5 +1,5 @@
 """The one rule for the file names a manifest row gives its output: `row_id` (→ `images/<row_id>.png`) and
-`output_name`. Used by the manifest scanner (`manifest validate`, the reader) and by pipeline.outputs at
+`output_name`. Used by the manifest scanner (`manifest validate`, the reader) and by pipeline.store.layout at
 write time, so a name the validator accepts is a name the run can write, and the reverse.
 
 Why each part: a path separator or `.`/`..` would leave `images/`; a leading `.` covers those and the

@@ -1,7 +1,7 @@
 """Storage options per protocol: `--storage-option s3.key=…` applies to s3:// only, `http.headers.X=…` to
 http(s):// only, and an unscoped `key=…` to every remote scheme except http(s).
 
-Called wherever a URI is opened (pipeline.storage.filesystem, the manifest reader, the file checks, the
+Called wherever a URI is opened (pipeline.store.fs.filesystem, the manifest reader, the file checks, the
 source listing), so one run can read an `https://` image while writing to S3 with credentials: the S3
 options would make the HTTP client refuse the request.
 """

@@ -1,4 +1,4 @@
-"""Atomic writes, URI joining and secret masking in pipeline.storage."""
+"""Atomic writes, URI joining and secret masking in pipeline.store."""
 
 import os
 

@@ -1,7 +1,7 @@
 """The `nst` command: a thin Typer root that registers each command group and turns errors into one line.
 
-Entry point of the console script. Commands live in their own modules (cli_stylize, cli_manifest, cli_run,
-cli_demo); this module only wires them and owns the top-level error handling. No command module imports
+Entry point of the console script. Commands live in their own modules (stylize, manifest, run, report,
+demo); this module only wires them and owns the top-level error handling. No command module imports
 torch, torchvision or Ray at import time (each command imports them when it runs), so `nst --help`, every
 usage error and every shell-completion TAB stay well under a second of start-up.
 """
@@ -14,18 +14,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from pipeline.cli.demo import demo_command
+from pipeline.cli.errors import DEBUG_ENV, print_error
 from pipeline.cli.manifest import manifest_app
 from pipeline.cli.report import report_command
 from pipeline.cli.run import run_command, status_command
 from pipeline.cli.stylize import stylize_command
-from pipeline.store.errors import InputMissing, RunError, StorageError
-from pipeline.store.masking import mask_text
-
-DEBUG_ENV = "NST_DEBUG"
-
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 """`-h` and `--help` on every command (sub-commands inherit the root's context settings)."""
@@ -95,20 +90,5 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the user
         if os.environ.get(DEBUG_ENV):
             raise
-        Console(stderr=True).print("[bold red]error:[/] " + escape(mask_text(format_error(exc))), highlight=False, soft_wrap=True)
+        print_error(exc)
         sys.exit(1)
-
-
-def format_error(exc: BaseException) -> str:
-    """Our own errors carry complete messages; anything else is prefixed by its type for searchability."""
-
-    own: list[type[BaseException]] = [StorageError, InputMissing, ValueError, RunError]
-    # Error types of modules that were never imported cannot have been raised: importing them (torch)
-    # only to compare would add seconds to every early error.
-    for module, name in (("nst_core.images", "ImageError"), ("nst_core.vgg", "WeightsError")):
-        if module in sys.modules:
-            own.append(getattr(sys.modules[module], name))
-    if isinstance(exc, tuple(own)):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
-

@@ -1,6 +1,6 @@
 """`nst demo`: a full `nst run` of the bundled example manifest on an embedded local Ray.
 
-Registered on the root app by pipeline/cli.py; the README's first command. It is the only command that
+Registered on the root app by pipeline/cli/app.py; the README's first command. It is the only command that
 may fall back to random weights, and it says so loudly, because its job is to work on a fresh machine.
 """
 

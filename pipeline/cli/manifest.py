@@ -1,22 +1,22 @@
-"""`nst manifest build|validate|show`: thin Typer commands over `jobs`; wired into the root app by pipeline/cli.py."""
+"""`nst manifest build|validate|show`: thin Typer commands over `jobs`; wired into the root app by pipeline/cli/app.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from jobs import ManifestRow, iter_manifest
 from jobs.build import build_manifest, parse_param_args, parse_sweep_args
 from jobs.files import DEFAULT_WORKERS
 from jobs.summary import DEFAULT_THROUGHPUT, REFERENCE_SIDE, summarise_manifest
 from jobs.validate import validate_manifest
+from nst_core.params import StyleParams, parse_field
+from pipeline.cli.errors import user_errors
 from pipeline.store.fs import parse_storage_options
 from pipeline.store.masking import mask_text
 
@@ -43,24 +43,8 @@ ManifestArg = Annotated[str, typer.Argument(help="Manifest Parquet file: a local
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-@contextmanager
-def _user_errors(options: dict[str, Any] | None = None) -> Iterator[None]:
-    """Any failure becomes one masked line on stderr and exit code 1; NST_DEBUG=1 shows the traceback."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as exc:
-        if os.environ.get("NST_DEBUG"):
-            raise
-        Console(stderr=True, soft_wrap=True).print(
-            f"[red]error:[/red] {mask_text(str(exc), options)}", markup=True, highlight=False
-        )
-        raise typer.Exit(1) from None
-
-
 def _options(pairs: list[str] | None) -> dict[str, Any]:
-    with _user_errors():
+    with user_errors():
         return parse_storage_options(pairs)
 
 
@@ -92,7 +76,7 @@ def build(
 ) -> None:
     """Write the product content × style × parameter sweeps as a Parquet manifest (ids are derived per run)."""
     options = _options(storage_option)
-    with _user_errors(options):
+    with user_errors(options):
         result = build_manifest(
             content=content,
             style=style,
@@ -119,7 +103,7 @@ def validate(
 ) -> None:
     """Check schema, types, ranges, ids, output names and URI schemes; list every problem, exit 1 if any."""
     options = _options(storage_option)
-    with _user_errors(options):
+    with user_errors(options):
         report = validate_manifest(
             manifest, storage_options=options, check_files=check_files, workers=workers
         )
@@ -175,42 +159,17 @@ def show(
     """
     options = _options(storage_option)
     if ids:
-        with _user_errors(options):
+        with user_errors(options):
             _print_ids(manifest, param or [], options, json_output)
         return
     if param:
         raise typer.BadParameter("--param only applies with --ids", param_hint="--param")
-    with _user_errors(options):
+    with user_errors(options):
         summary = summarise_manifest(manifest, storage_options=options, throughput=throughput)
     if json_output:
         typer.echo(json.dumps(_summary_json(summary, options), sort_keys=True))
         return
-    console = Console(soft_wrap=True)
-    overview = Table(title=mask_text(summary.uri, options), show_header=False)
-    overview.add_row("rows", f"{summary.rows:,}")
-    overview.add_row("rows with problems", f"{summary.problem_rows:,}")
-    overview.add_row("distinct contents", f"{summary.distinct_contents:,}")
-    overview.add_row("distinct styles", f"{summary.distinct_styles:,}")
-    console.print(overview)
-    if summary.parameters:
-        params = Table(title="parameter columns (rows per effective value)")
-        params.add_column("parameter")
-        params.add_column("distinct", justify="right")
-        params.add_column("values")
-        for name, counter in summary.parameters.items():
-            shown = ", ".join(f"{value} ({count:,})" for value, count in counter.most_common(8))
-            more = f", … {len(counter) - 8} more" if len(counter) > 8 else ""
-            params.add_row(name, str(len(counter)), shown + more)
-        console.print(params)
-    else:
-        console.print("no parameter columns: every row uses the run defaults")
-    console.print(
-        f"work: {summary.pixel_iterations:.3e} pixel-iterations (upper bound: images taken as square)"
-    )
-    console.print(
-        f"estimate: {summary.gpu_hours:.3g} GPU-hours at {summary.throughput:g} steps/s "
-        f"on a {REFERENCE_SIDE}² image"
-    )
+    _print_summary(summary, options)
 
 
 def _summary_json(summary: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -244,9 +203,6 @@ def _validation_json(report: Any, options: dict[str, Any], max_lines: int) -> di
 
 def _print_ids(manifest: str, pairs: list[str], options: dict[str, Any], as_json: bool) -> None:
     """Index and row id of every row, with ids derived exactly as `nst run` with these options derives them."""
-    from jobs import ManifestRow, iter_manifest
-    from nst_core.params import StyleParams, parse_field
-
     defaults = dataclasses.replace(
         StyleParams(), **{name: parse_field(name, text) for name, text in parse_param_args(pairs).items()}
     )
@@ -264,3 +220,33 @@ def _print_ids(manifest: str, pairs: list[str], options: dict[str, Any], as_json
         else:
             cells = (entry["index"], entry["row_id"] or "-", entry["content_uri"] or "-", entry["style_uri"] or "-")
             typer.echo("\t".join(mask_text(str(c), options) for c in cells))
+
+
+def _print_summary(summary: Any, options: dict[str, Any]) -> None:
+    """`nst manifest show` on a terminal: the overview, the parameter spread, the work estimate."""
+    console = Console(soft_wrap=True)
+    overview = Table(title=mask_text(summary.uri, options), show_header=False)
+    overview.add_row("rows", f"{summary.rows:,}")
+    overview.add_row("rows with problems", f"{summary.problem_rows:,}")
+    overview.add_row("distinct contents", f"{summary.distinct_contents:,}")
+    overview.add_row("distinct styles", f"{summary.distinct_styles:,}")
+    console.print(overview)
+    if summary.parameters:
+        params = Table(title="parameter columns (rows per effective value)")
+        params.add_column("parameter")
+        params.add_column("distinct", justify="right")
+        params.add_column("values")
+        for name, counter in summary.parameters.items():
+            shown = ", ".join(f"{value} ({count:,})" for value, count in counter.most_common(8))
+            more = f", … {len(counter) - 8} more" if len(counter) > 8 else ""
+            params.add_row(name, str(len(counter)), shown + more)
+        console.print(params)
+    else:
+        console.print("no parameter columns: every row uses the run defaults")
+    console.print(
+        f"work: {summary.pixel_iterations:.3e} pixel-iterations (upper bound: images taken as square)"
+    )
+    console.print(
+        f"estimate: {summary.gpu_hours:.3g} GPU-hours at {summary.throughput:g} steps/s "
+        f"on a {REFERENCE_SIDE}² image"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,9 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cluster.events import RunEnded, RunEvent, RunProgressed, RunStarted, WorkerView
-
-if TYPE_CHECKING:
-    from pipeline.run.summary import RunSummary
+from pipeline.run.summary import RunSummary
 
 
 def _duration(seconds: float) -> str:

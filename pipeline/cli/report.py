@@ -1,6 +1,6 @@
 """`nst report OUT`: a thin Typer command over `pipeline.report.build_report`.
 
-Registered on the root app by pipeline/cli.py (`app.command("report", no_args_is_help=True)(report_command)`).
+Registered on the root app by pipeline/cli/app.py (`app.command("report", no_args_is_help=True)(report_command)`).
 """
 
 from __future__ import annotations
@@ -20,33 +20,40 @@ from pipeline.store.fs import parse_storage_options
 __all__ = ["report_command"]
 
 
+OutputOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--output", "-o", help="Where to write the HTML (a path or URI). Default: OUT/report.html."),
+]
+SheetOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--sheet", help="Also write a contact-sheet PNG of the content × style grid here."),
+]
+ManifestOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--manifest", help="Manifest for per-row parameters, if it moved since the run (default: run.json's)."),
+]
+EmbedOpt = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--embed/--link",
+        help="Embed thumbnails as data URIs (one portable file) or link images relatively. "
+        "Default: link when the report can reach OUT by a relative URL, else embed.",
+    ),
+]
+SheetCellOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--sheet-cell", min=8, help="Contact-sheet cell size in pixels (default: fit 8192 px)."),
+]
+
+
 def report_command(
     out: Annotated[str, typer.Argument(help="Output folder or URI of a run.")],
-    output: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--output", "-o", help="Where to write the HTML (a path or URI). Default: OUT/report.html."),
-    ] = None,
-    sheet: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--sheet", help="Also write a contact-sheet PNG of the content × style grid here."),
-    ] = None,
-    manifest: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--manifest", help="Manifest for per-row parameters, if it moved since the run (default: run.json's)."),
-    ] = None,
-    embed: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option(
-            "--embed/--link",
-            help="Embed thumbnails as data URIs (one portable file) or link images relatively. "
-            "Default: link when the report can reach OUT by a relative URL, else embed.",
-        ),
-    ] = None,
+    output: OutputOpt = None,
+    sheet: SheetOpt = None,
+    manifest: ManifestOpt = None,
+    embed: EmbedOpt = None,
     thumb_size: Annotated[int, typer.Option("--thumb-size", min=16, help="Thumbnail long side in pixels.")] = DEFAULT_THUMB_SIZE,
-    sheet_cell: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--sheet-cell", min=8, help="Contact-sheet cell size in pixels (default: fit 8192 px)."),
-    ] = None,
+    sheet_cell: SheetCellOpt = None,
     storage_option: StorageOptionOpt = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print what was written (paths and row counts) as JSON on stdout.")

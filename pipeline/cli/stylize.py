@@ -1,6 +1,6 @@
 """`nst stylize`: one content image, one or more styles, one output — the engine without Ray.
 
-Registered on the root app by pipeline/cli.py. Writes the image, its loss curve (Parquet) and a JSON of
+Registered on the root app by pipeline/cli/app.py. Writes the image, its loss curve (Parquet) and a JSON of
 parameters, weights and versions beside it, each with one atomic write.
 """
 

@@ -74,7 +74,7 @@ def loopback_only() -> Iterator[None]:
     constants = sys.modules.get("ray._private.ray_constants")
     previous_flag = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 - a module attribute Ray reads at node start
     try:
         yield
     finally:
@@ -95,7 +95,7 @@ def _restore_cluster_flag(previous_flag: bool | None) -> None:
         if parse is None:
             return
         previous_flag = bool(parse(LOOPBACK_ENV, not getattr(constants, "IS_WINDOWS_OR_OSX", False)))
-    constants.ENABLE_RAY_CLUSTER = previous_flag
+    setattr(constants, "ENABLE_RAY_CLUSTER", previous_flag)  # noqa: B010
 
 
 def ray_initialized() -> bool:

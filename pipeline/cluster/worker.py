@@ -17,6 +17,7 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import ray
 import torch
 
 from nst_core.engine import Stylizer
@@ -158,8 +159,6 @@ class StyleWorker:
 
 def _ray_gpu_ids() -> list[Any]:
     try:
-        import ray
-
         return list(ray.get_gpu_ids()) if ray.is_initialized() else []
     except Exception:  # noqa: BLE001 - outside a Ray worker
         return []
@@ -167,8 +166,6 @@ def _ray_gpu_ids() -> list[Any]:
 
 def _node_address() -> str:
     try:
-        import ray
-
         if ray.is_initialized():
             return str(ray.util.get_node_ip_address())
     except Exception:  # noqa: BLE001

@@ -19,6 +19,7 @@ from pipeline.report.assets import CSS, JS
 from pipeline.report.data import ReportData
 from pipeline.report.svg import curve_plot
 from pipeline.report.values import METRIC_HELP
+from pipeline.store.masking import mask_uri
 
 PAYLOAD_VERSION = 1
 
@@ -121,8 +122,6 @@ def payload_row(
 
 
 def _masked(uri: str) -> str:
-    from pipeline.store.masking import mask_uri
-
     return mask_uri(uri)
 
 

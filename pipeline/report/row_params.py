@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from jobs import ManifestRow, iter_manifest
 from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, enum_of, format_field
 
 
@@ -83,8 +84,6 @@ def manifest_params(
     manifest: str, defaults: StyleParams, storage_options: Mapping[str, Any] | None
 ) -> dict[str, dict[str, str]]:
     """row_id → parameters that differ from `defaults`, as text, for every runnable manifest row."""
-    from jobs import ManifestRow, iter_manifest
-
     base = params_text(defaults)
     out: dict[str, dict[str, str]] = {}
     for item in iter_manifest(manifest, defaults=defaults, storage_options=dict(storage_options or {})):

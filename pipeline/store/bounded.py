@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from fsspec.asyn import AsyncFileSystem, sync
 from fsspec.core import split_protocol
 
 from pipeline.store.masking import mask_uri
@@ -41,8 +42,6 @@ def bounded(fs: Any, method: str, *args: Any, uri: str = "", timeout: float | No
     Local files are called directly: only regular files are ever opened (see `read_bytes`).
     """
     seconds = operation_timeout() if timeout is None else timeout
-    from fsspec.asyn import AsyncFileSystem, sync
-
     if isinstance(fs, AsyncFileSystem) and hasattr(fs, f"_{method}") and not fs.asynchronous:
         try:
             return sync(fs.loop, getattr(fs, f"_{method}"), *args, timeout=seconds, **kwargs)

@@ -6,11 +6,13 @@ the error for an uninstalled backend are the same everywhere.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.registry import known_implementations, registry
 
 from jobs.options import options_for
 from pipeline.store.bounded import LOCAL_PROTOCOLS, bounded, operation_timeout
@@ -55,8 +57,6 @@ def is_local(uri: str) -> bool:
 
 def known_protocol(uri: str) -> bool:
     """Whether fsspec knows this URI's scheme (installed or not); unknown ones are typos like `s4://`."""
-    from fsspec.registry import known_implementations, registry
-
     protocol = protocol_of(uri)
     return protocol in LOCAL_PROTOCOLS or protocol in known_implementations or protocol in registry
 
@@ -90,8 +90,6 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
 
     Values are JSON-decoded when they parse (numbers, booleans), otherwise kept as strings.
     """
-    import json
-
     options: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:

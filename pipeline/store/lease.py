@@ -28,6 +28,7 @@ from pipeline.store.errors import storage_errors
 from pipeline.store.fs import filesystem, is_local, join, known_protocol
 from pipeline.store.layout import LEASE, check_layout_inside
 from pipeline.store.masking import mask_uri
+from pipeline.store.transfer import write_bytes_atomic
 
 LEASE_HEARTBEAT_S = 10.0
 
@@ -125,8 +126,6 @@ def _write(uri: str, body: dict[str, Any], storage_options: Mapping[str, Any] | 
     if is_local(uri):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if not exclusive:
-            from pipeline.store.transfer import write_bytes_atomic
-
             write_bytes_atomic(uri, data, storage_options)
             return True
         try:
@@ -190,7 +189,7 @@ def acquire(
     """Take the output's lease or raise LeaseHeld naming its holder."""
     uri = join(out, LEASE)
     now = time.time()
-    body = {
+    body: dict[str, Any] = {
         "token": uuid.uuid4().hex,
         "run_id": run_id,
         "host": socket.gethostname(),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from nst_core.params import StyleParams
+from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, format_field
 from pipeline.store.masking import mask_text, mask_uri
 
 
@@ -158,7 +158,7 @@ class LedgerRecord:
     def to_row(self, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name in LEDGER_SCHEMA.names:
-            value = (
+            value: Any = (
                 self.metrics.get(name.removeprefix("metric_"))
                 if name in METRIC_COLUMNS
                 else getattr(self, name)
@@ -184,8 +184,6 @@ class LedgerRecord:
 
 def nondefault_params(params: StyleParams) -> dict[str, Any]:
     """The fields of `params` whose canonical text differs from `StyleParams()`'s, in JSON-safe form."""
-    from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, format_field
-
     values = params.to_dict()
     return {
         f.name: values[f.name]

@@ -230,7 +230,7 @@ def test_a_batch_with_unbounded_or_silent_inputs_finishes_its_other_rows(
 def test_run_json_stdout_is_json_only_even_when_something_prints(
     tmp_path: Path, images: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    import pipeline.run as run_module
+    import pipeline.run.manifest_run as run_module
 
     real = run_module.plan_rows
 

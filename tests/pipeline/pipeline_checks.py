@@ -285,14 +285,14 @@ def check_output(
 class BackgroundRun:
     """`run_manifest` in a thread, so a test can kill actors, nodes or storage while it runs.
 
-    Defaults: the suite's PARAMS and WEIGHTS, no progress display. `finish` joins it and returns its summary
-    (or re-raises what the run raised).
+    Defaults: the suite's PARAMS and WEIGHTS, no progress display (no event callback). `finish` joins it
+    and returns its summary (or re-raises what the run raised).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         from pipeline.run.manifest_run import run_manifest
 
-        self.kwargs = {"params": PARAMS, "weights": WEIGHTS, "progress": False, **kwargs}
+        self.kwargs = {"params": PARAMS, "weights": WEIGHTS, **kwargs}
         self.summary: Any = None
         self.error: BaseException | None = None
 

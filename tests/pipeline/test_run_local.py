@@ -26,7 +26,6 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 def run(manifest: str, out: str, **kwargs: object):
     kwargs.setdefault("params", PARAMS)
     kwargs.setdefault("weights", WEIGHTS)
-    kwargs.setdefault("progress", False)
     return run_manifest(manifest=manifest, out=out, **kwargs)  # type: ignore[arg-type]
 
 
