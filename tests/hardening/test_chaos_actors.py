@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import ray
-from pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
 from pipeline.ledger import part_paths, read_ledger
 from pipeline.outputs import OutputLayout
+from tests.pipeline.pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -11,8 +11,14 @@ from typing import Any
 
 import fsspec
 import pytest
-from cli_helpers import fast_options, last_line, option_flags
-from pipeline_checks import (
+
+from jobs import ManifestRow, iter_manifest
+from nst_core.params import StyleParams
+from pipeline.ledger import part_paths, read_ledger, row_states
+from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
+from pipeline.run import run_manifest
+from tests.hardening.cli_helpers import fast_options, last_line, option_flags
+from tests.pipeline.pipeline_checks import (
     WEIGHTS,  # noqa: I001
     BackgroundRun,
     MotoS3,
@@ -22,12 +28,6 @@ from pipeline_checks import (
     start_driver,
     write_manifest,
 )
-
-from jobs import ManifestRow, iter_manifest
-from nst_core.params import StyleParams
-from pipeline.ledger import part_paths, read_ledger, row_states
-from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.run import run_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

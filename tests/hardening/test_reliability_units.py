@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from cli_helpers import last_line, nst
-from pipeline_checks import MotoS3, write_manifest
 from rich.console import Console
 
 from jobs import ManifestRow, RowProblem, iter_manifest, validate_manifest
@@ -43,6 +41,8 @@ from pipeline.outputs import LEASE, OutputLayout, OutputNameError, check_inside,
 from pipeline.status import collect_status, render_status
 from pipeline.storage import StorageError, mask_text, read_bytes, write_bytes_atomic
 from pipeline.worker import numerical_problem
+from tests.hardening.cli_helpers import last_line, nst
+from tests.pipeline.pipeline_checks import MotoS3, write_manifest
 
 # -- one output-name rule ------------------------------------------------------------------------------
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import ray
-from pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
 from ray.cluster_utils import Cluster
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
+from tests.pipeline.pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_checks import (
+
+from jobs import ManifestRow, iter_manifest
+from pipeline.ledger import part_paths
+from pipeline.outputs import OutputLayout
+from pipeline.run import run_manifest
+from tests.pipeline.pipeline_checks import (
     PARAMS,
     WEIGHTS,
     check_output,
@@ -19,11 +24,6 @@ from pipeline_checks import (
     write_images,
     write_manifest,
 )
-
-from jobs import ManifestRow, iter_manifest
-from pipeline.ledger import part_paths
-from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 
 
 def twenty_row_manifest(tmp_path: Path, seed: int) -> str:

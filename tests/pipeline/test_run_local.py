@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import typer
-from pipeline_checks import PARAMS, WEIGHTS, BackgroundRun, check_output, grid_rows, write_manifest
 from typer.testing import CliRunner
 
 from nst_core.params import StyleParams
@@ -18,6 +17,14 @@ from pipeline.cli_run import run_command, status_command
 from pipeline.ledger import LEDGER_SCHEMA, part_paths, read_ledger, row_states
 from pipeline.outputs import OutputLayout
 from pipeline.run import run_manifest
+from tests.pipeline.pipeline_checks import (
+    PARAMS,
+    WEIGHTS,
+    BackgroundRun,
+    check_output,
+    grid_rows,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
