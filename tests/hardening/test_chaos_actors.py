@@ -20,7 +20,7 @@ from pipeline.ledger import part_paths, read_ledger
 from pipeline.outputs import OutputLayout
 from tests.pipeline.pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("local_ray")]
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 KILLS = 4

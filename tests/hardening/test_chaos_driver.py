@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from scripts.chaos_driver_kill import chaos_driver_kill
+
+pytestmark = pytest.mark.chaos
 
 
 def test_driver_killed_five_times_then_every_row_done_exactly_once(tmp_path: Path) -> None:

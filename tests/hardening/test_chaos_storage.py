@@ -29,7 +29,7 @@ from tests.pipeline.pipeline_checks import (
     write_manifest,
 )
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("local_ray")]
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 OUTAGE_S = 10.0

@@ -15,6 +15,8 @@ from pipeline.ledger import part_paths
 from pipeline.outputs import OutputLayout
 from tests.pipeline.pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
