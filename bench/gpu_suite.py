@@ -15,7 +15,7 @@ line of output is the same JSON on one line.
    from two `Stylizer.stylize` calls of 1 + `--steady-steps` and 1 steps after a warm-up call, so the
    setup (style targets, content features, cuDNN autotuning) is excluded; images/hour scale it to
    `--steps` steps; the CUDA peak of the longer call, minus what was allocated before, per image, against
-   `pipeline.batching.bytes_per_image` for the same (resolved) precision.
+   `pipeline.cluster.batching.bytes_per_image` for the same (resolved) precision.
 3. loss: each precision on the same `--loss-batch` images for the full `--steps`; final total loss per
    image against fp32's, max over the images, in percent. Each grid row carries its precision's figure.
 4. full: the fastest grid configuration, end to end at the full `--steps` (setup included).
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pipeline.cluster.batching import bytes_per_image
 
 from bench.gpu_throughput import _sync, device_name, flops_per_image_iteration, make_images, run_reference
 from nst_core.engine import Stylizer
@@ -43,7 +44,6 @@ from nst_core.params import Precision, StyleParams
 from nst_core.precision import resolve_precision
 from nst_core.targets import Style
 from nst_core.vgg import load_vgg
-from pipeline.batching import bytes_per_image
 
 MIB = 2**20
 

@@ -20,12 +20,12 @@ import json
 from typing import Any
 
 import torch
+from pipeline.cluster.batching import bytes_per_image, fixed_bytes
 
 from nst_core.engine import Stylizer
 from nst_core.params import Precision, StyleParams
 from nst_core.targets import Style
 from nst_core.vgg import load_vgg
-from pipeline.batching import bytes_per_image, fixed_bytes
 
 
 def _images(size: int, count: int) -> tuple[list[torch.Tensor], Style]:

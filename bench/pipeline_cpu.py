@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from pipeline.run.manifest_run import run_manifest
 
 from nst_core.params import StyleParams
-from pipeline.run import run_manifest
 
 
 def make_inputs(base: Path, rows: int, styles: int, size: int) -> str:
@@ -73,7 +73,6 @@ def main() -> None:
                 params=params,
                 weights="random:0",
                 num_workers=workers,
-                progress=False,
             )
             seconds = time.perf_counter() - started
             assert summary.done == args.rows, summary

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
-from pipeline.ledger import part_paths
-from pipeline.outputs import OutputLayout
 from tests.pipeline.pipeline_checks import (
     check_output,
     grid_rows,

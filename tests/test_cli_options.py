@@ -3,10 +3,10 @@
 import dataclasses
 
 import typer
+from pipeline.cli.options import FIELD_HELP, with_style_params
 from typer.testing import CliRunner
 
 from nst_core.params import STYLE_PARAM_FIELDS, PreserveColor, StyleParams
-from pipeline.options import FIELD_HELP, with_style_params
 
 seen: list[StyleParams] = []
 app = typer.Typer()

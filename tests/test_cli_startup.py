@@ -23,7 +23,7 @@ import json, os, sys
 args = json.loads(sys.argv[1])
 heavy_names = sys.argv[2]
 sys.argv = ["nst", *args]
-from pipeline.cli import main
+from pipeline.cli.app import main
 code = 0
 try:
     main()

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image
+from pipeline.cli.app import app
 from typer.testing import CliRunner
-
-from pipeline.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "examples"
 CONTENT = str(EXAMPLES / "content" / "chelsea.jpg")

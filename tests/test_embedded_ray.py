@@ -29,7 +29,7 @@ except ImportError:  # Ray bundles psutil and puts it on sys.path when imported
     importlib.import_module("ray")
     import psutil
 
-from pipeline.ray_runtime import LOOPBACK_ENV, loopback_only, resolve_address
+from pipeline.cluster.runtime import LOOPBACK_ENV, loopback_only, resolve_address
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "examples"
 REPO = Path(__file__).resolve().parents[1]

@@ -4,17 +4,10 @@ import os
 
 import fsspec
 import pytest
-
-from pipeline.storage import (
-    InputMissing,
-    join,
-    mask_options,
-    mask_text,
-    mask_uri,
-    parse_storage_options,
-    read_bytes,
-    write_bytes_atomic,
-)
+from pipeline.store.errors import InputMissing
+from pipeline.store.fs import join, parse_storage_options
+from pipeline.store.masking import mask_options, mask_text, mask_uri
+from pipeline.store.transfer import read_bytes, write_bytes_atomic
 
 
 def test_local_atomic_write_leaves_no_temporary_files(tmp_path) -> None:

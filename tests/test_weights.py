@@ -7,9 +7,9 @@ import fsspec
 import pytest
 import torch
 import torchvision
+from pipeline.store.weights import fetch_weights, load_model
 
 from nst_core.vgg import WeightsError, load_vgg
-from pipeline.weights import fetch_weights, load_model
 
 
 @pytest.fixture(scope="module")

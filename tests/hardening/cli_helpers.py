@@ -1,4 +1,4 @@
-"""Run the real `nst` entry point (pipeline.cli.main: one-line errors, exit codes) inside the test process.
+"""Run the real `nst` entry point (pipeline.cli.app.main: one-line errors, exit codes) inside the test process.
 
 Inside the process, `nst run` reuses the module's already started Ray instead of starting its own, so a run-level
 error case costs seconds, not a Ray start.
@@ -51,7 +51,7 @@ def run_args(manifest: str, out: str, params: StyleParams, *extra: str) -> list[
 
 def nst(args: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `nst ARGS`."""
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["nst", *args])
     code: Any = 0

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import read_ledger, row_states
 
 from nst_core.params import StyleParams
-from pipeline.ledger import read_ledger, row_states
-from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 from tests.hardening.cli_helpers import fast_options, nst, run_args
 from tests.hardening.corpus import CASES, MAX_PIXELS, Case
 from tests.pipeline.pipeline_checks import WEIGHTS, check_output, write_manifest
@@ -72,7 +72,6 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory, images, moto) -> dict[s
         max_attempts=3,
         max_pixels=MAX_PIXELS,
         storage_options=options,
-        progress=False,
     )
     table = read_ledger(OutputLayout(out))
     by_index: dict[int, list[dict[str, Any]]] = {}
@@ -161,7 +160,6 @@ def test_deterministic_failures_spend_no_retries_and_block_nothing(corpus_run: d
         weights=WEIGHTS,
         max_pixels=MAX_PIXELS,
         storage_options=corpus_run["options"],
-        progress=False,
     )
     assert (again.planned, again.already_done) == (0, expected_done), again
 
@@ -175,7 +173,7 @@ def test_explicit_duplicate_row_ids_fail_both_rows_and_run_the_rest(tmp_path: Pa
     ]
     out = str(tmp_path / "out")
     summary = run_manifest(
-        manifest=write_manifest(tmp_path / "m.parquet", rows), out=out, params=PARAMS, weights=WEIGHTS, progress=False
+        manifest=write_manifest(tmp_path / "m.parquet", rows), out=out, params=PARAMS, weights=WEIGHTS
     )
     assert summary.done == 1 and summary.failed == 1 and summary.duplicates == 1, summary
     states = row_states(read_ledger(OutputLayout(out)))

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import ray
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths, read_ledger
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
-from pipeline.ledger import part_paths, read_ledger
-from pipeline.outputs import OutputLayout
 from tests.pipeline.pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
 pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("local_ray")]

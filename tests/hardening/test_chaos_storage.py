@@ -11,12 +11,13 @@ from typing import Any
 
 import fsspec
 import pytest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.fs import TMP_PREFIX
+from pipeline.store.layout import OutputLayout, list_files
+from pipeline.store.ledger import part_paths, read_ledger, row_states
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
-from pipeline.ledger import part_paths, read_ledger, row_states
-from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.run import run_manifest
 from tests.hardening.cli_helpers import fast_options, last_line, option_flags
 from tests.pipeline.pipeline_checks import (
     WEIGHTS,  # noqa: I001
@@ -121,7 +122,7 @@ def test_endpoint_gone_for_good_ends_with_a_storage_error_then_a_rerun_completes
     assert not [f for f in list_files(out, options) if f.rsplit("/", 1)[-1].startswith(TMP_PREFIX)]
     # The endpoint is back: the same command finishes exactly what is missing.
     summary = run_manifest(
-        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options
     )
     assert summary.complete and summary.already_done == len(done) and summary.done == 16 - len(done), summary
     check_output(out, ids_of(manifest, options), options)

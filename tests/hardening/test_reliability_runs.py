@@ -19,11 +19,11 @@ from typing import Any
 
 import fsspec
 import pytest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths, read_ledger, row_states
 
 from jobs import ManifestRow, iter_manifest
-from pipeline.ledger import part_paths, read_ledger, row_states
-from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 from tests.hardening.cli_helpers import fast_options, last_line, nst, option_flags, run_args
 from tests.pipeline.pipeline_checks import (
     PARAMS,
@@ -129,7 +129,7 @@ def test_a_stop_signal_flushes_results_records_interrupted_and_exits_128_plus_it
     assert 0 < len(done) < 20
     assert record["stats"]["done"] + record["stats"]["already_done"] == len(done)
     assert not (tmp_path / "out" / "_lease.json").exists()  # released at exit
-    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False)
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS)
     assert summary.complete and summary.already_done == len(done)
     check_output(out, _ids(manifest))
 
@@ -206,7 +206,6 @@ def test_a_batch_with_unbounded_or_silent_inputs_finishes_its_other_rows(
         out=out,
         params=PARAMS,
         weights=WEIGHTS,
-        progress=False,
         batch_size=16,  # one batch: the bad rows share it with the good ones
         read_timeout=1,
         storage_timeout=2,

@@ -17,6 +17,17 @@ from typing import Any
 
 import pytest
 import torch
+from pipeline.cli.status_view import render_status
+from pipeline.cluster.driver import Driver
+from pipeline.cluster.row_checks import numerical_problem
+from pipeline.run.status import collect_status
+from pipeline.store.errors import StorageError
+from pipeline.store.layout import LEASE, OutputLayout, OutputNameError, check_inside, validate_output_name
+from pipeline.store.lease import LEASE_STALE_S, LeaseHeld, acquire, read_lease
+from pipeline.store.ledger import compact, part_paths, read_ledger, write_part
+from pipeline.store.masking import mask_text
+from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
+from pipeline.store.transfer import read_bytes, write_bytes_atomic
 from rich.console import Console
 
 from jobs import ManifestRow, RowProblem, iter_manifest, validate_manifest
@@ -25,22 +36,6 @@ from jobs.options import options_for
 from nst_core.engine import ImageResult
 from nst_core.params import StyleParams
 from nst_core.vgg import WeightsError, load_vgg
-from pipeline.driver import Driver
-from pipeline.lease import LEASE_STALE_S, LeaseHeld, acquire, read_lease
-from pipeline.ledger import (
-    ErrorKind,
-    LedgerRecord,
-    RowStatus,
-    compact,
-    part_paths,
-    read_ledger,
-    utcnow,
-    write_part,
-)
-from pipeline.outputs import LEASE, OutputLayout, OutputNameError, check_inside, validate_output_name
-from pipeline.status import collect_status, render_status
-from pipeline.storage import StorageError, mask_text, read_bytes, write_bytes_atomic
-from pipeline.worker import numerical_problem
 from tests.hardening.cli_helpers import last_line, nst
 from tests.pipeline.pipeline_checks import MotoS3, write_manifest
 
@@ -278,7 +273,7 @@ def test_status_renders_markup_in_messages_literally_and_refuses_an_empty_path(
 
 
 def test_status_counts_against_the_current_manifest(tmp_path: Path) -> None:
-    from pipeline.run import write_run_json
+    from pipeline.run.record import write_run_json
 
     out = str(tmp_path / "out")
     layout = OutputLayout(out)
@@ -323,7 +318,7 @@ def test_a_flapping_outage_is_one_episode_bounded_from_its_first_failure(tmp_pat
         actors=[], infos=[], layout=OutputLayout(str(tmp_path)), run_id="r", batch_size=lambda p: 1,
         max_attempts=3, storage_options=None, style_cache_size=1, storage_timeout=30,
     )
-    from pipeline.tasks import RowTask
+    from pipeline.cluster.tasks import RowTask
 
     task = RowTask(row_id="a", index=0, content_uri="s3://b/c", style_uri="s3://b/s", params=StyleParams(), output_uri="x")
     driver._hold_for_outage(task, "refused")

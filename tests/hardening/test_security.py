@@ -15,13 +15,13 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+from pipeline.cluster.tasks import DEFAULT_MAX_PIXELS as TASKS_MAX_PIXELS
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputNameError
 
 from nst_core.images import DEFAULT_MAX_PIXELS
 from nst_core.params import StyleParams
 from nst_core.vgg import WeightsError, load_vgg
-from pipeline.outputs import OutputNameError
-from pipeline.run import run_manifest
-from pipeline.tasks import DEFAULT_MAX_PIXELS as TASKS_MAX_PIXELS
 from tests.hardening.cli_helpers import fast_options, nst, option_flags, run_args
 from tests.pipeline.pipeline_checks import WEIGHTS, write_manifest
 
@@ -84,7 +84,7 @@ def test_a_layout_entry_symlinked_outside_out_is_refused_before_anything_is_writ
         tmp_path / "m.parquet", [{"content_uri": images["contents"][0], "style_uri": images["styles"][0]}]
     )
     with pytest.raises(OutputNameError, match="outside the output folder"):
-        run_manifest(manifest=manifest, out=str(out), params=PARAMS, weights=WEIGHTS, progress=False)
+        run_manifest(manifest=manifest, out=str(out), params=PARAMS, weights=WEIGHTS)
     assert sorted(p.name for p in outside.iterdir()) == ["keep.parquet"]  # nothing written, nothing swept
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from pipeline.store.fs import TMP_PREFIX, filesystem
+from pipeline.store.layout import OutputLayout, list_files
+from pipeline.store.ledger import read_ledger, row_states
 
 from nst_core.params import StyleParams
-from pipeline.ledger import read_ledger, row_states
-from pipeline.outputs import TMP_PREFIX, OutputLayout, list_files
-from pipeline.storage import filesystem
 
 WEIGHTS = "random:0"
 PARAMS = StyleParams(size=32, steps=6, log_every=2)
@@ -290,7 +290,7 @@ class BackgroundRun:
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        from pipeline.run import run_manifest
+        from pipeline.run.manifest_run import run_manifest
 
         self.kwargs = {"params": PARAMS, "weights": WEIGHTS, "progress": False, **kwargs}
         self.summary: Any = None

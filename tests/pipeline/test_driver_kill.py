@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths
 
 from jobs import ManifestRow, iter_manifest
-from pipeline.ledger import part_paths
-from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 from tests.pipeline.pipeline_checks import (
     PARAMS,
     WEIGHTS,
@@ -50,13 +50,13 @@ def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: 
     recorded_before = len(part_paths(layout))
     assert 2 <= recorded_before
     summary = run_manifest(
-        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False, batch_size=2
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, batch_size=2
     )
     assert summary.complete, summary
     ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
     assert summary.already_done + summary.done == 20 and summary.already_done >= 2
     check_output(out, ids)
-    again = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False)
+    again = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS)
     assert (again.already_done, again.planned) == (20, 0)
 
 
@@ -81,12 +81,12 @@ def test_ctrl_c_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
     import json
 
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "interrupted"
-    from pipeline.ledger import read_ledger, row_states
+    from pipeline.store.ledger import read_ledger, row_states
 
     done = [s.row_id for s in row_states(read_ledger(layout)).values() if s.done]
     assert 0 < len(done) < 20
     # Images of in-flight batches may exist without a done record until the next run; the ledger is whole.
-    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, progress=False)
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS)
     assert summary.complete and summary.already_done == len(done)
     ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
     check_output(out, ids)

@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import typer
+from pipeline.cli.run import run_command, status_command
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths, read_ledger, row_states
+from pipeline.store.records import LEDGER_SCHEMA
 from typer.testing import CliRunner
 
 from nst_core.params import StyleParams
-from pipeline.cli_run import run_command, status_command
-from pipeline.ledger import LEDGER_SCHEMA, part_paths, read_ledger, row_states
-from pipeline.outputs import OutputLayout
-from pipeline.run import run_manifest
 from tests.pipeline.pipeline_checks import (
     PARAMS,
     WEIGHTS,
@@ -243,8 +244,8 @@ def test_ledger_parts_are_valid_parquet_with_the_documented_schema(tmp_path: Pat
 
 
 def test_out_of_memory_batches_are_split_in_half_until_they_fit(tmp_path: Path) -> None:
-    from pipeline.driver import Driver
-    from pipeline.tasks import RowTask
+    from pipeline.cluster.driver import Driver
+    from pipeline.cluster.tasks import RowTask
 
     # Defined here so Ray ships the class by value (the test module is not importable on the workers).
     class _OomBelowOneRow:
@@ -254,8 +255,8 @@ def test_out_of_memory_batches_are_split_in_half_until_they_fit(tmp_path: Path) 
             self.sizes: list[int] = []
 
         def run_batch(self, spec):  # type: ignore[no-untyped-def]
-            from pipeline.ledger import utcnow
-            from pipeline.tasks import BatchOutcome, RowOutcome
+            from pipeline.cluster.tasks import BatchOutcome, RowOutcome
+            from pipeline.store.records import utcnow
 
             self.sizes.append(len(spec.rows))
             if len(spec.rows) > 1:

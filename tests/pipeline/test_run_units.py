@@ -7,23 +7,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pipeline.cluster.batching import auto_batch_size, bytes_per_image, resolved_for, w2_matrices_per_layer
+from pipeline.cluster.runtime import ClusterInfo, RemoteLocalPathError, check_uris_reachable, plan_workers
+from pipeline.cluster.worker import LRUCache
+from pipeline.store.layout import OutputLayout, OutputNameError, check_inside, validate_output_name
+from pipeline.store.ledger import compact, part_paths, read_ledger, row_states, write_part
+from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus
 
 from nst_core.layers import layer_channels
 from nst_core.params import OptimizerName, Precision, StyleParams
-from pipeline.batching import auto_batch_size, bytes_per_image, resolved_for, w2_matrices_per_layer
-from pipeline.ledger import (
-    ErrorKind,
-    LedgerRecord,
-    RowStatus,
-    compact,
-    part_paths,
-    read_ledger,
-    row_states,
-    write_part,
-)
-from pipeline.outputs import OutputLayout, OutputNameError, check_inside, validate_output_name
-from pipeline.ray_runtime import ClusterInfo, RemoteLocalPathError, check_uris_reachable, plan_workers
-from pipeline.worker import LRUCache
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -110,9 +102,8 @@ def test_compaction_keeps_every_record_once_even_if_interrupted(tmp_path: Path) 
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from pipeline.ledger import LEDGER_SCHEMA
-    from pipeline.storage import write_bytes_atomic
+    from pipeline.store.records import LEDGER_SCHEMA
+    from pipeline.store.transfer import write_bytes_atomic
 
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(merged, schema=LEDGER_SCHEMA), sink)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.run.status import collect_status
 
 from jobs import ManifestRow, iter_manifest
-from pipeline.run import run_manifest
-from pipeline.status import collect_status
 from tests.pipeline.pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -30,7 +30,7 @@ def test_run_reads_and_writes_s3_and_never_records_the_secret(tmp_path: Path, in
     manifest = write_manifest("s3://nst-test/m.parquet", rows, options)
     out = "s3://nst-test/run1"
     summary = run_manifest(
-        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options
     )
     assert summary.done == 6 and summary.failed == 1 and summary.remaining == 0
     ids = [
@@ -48,6 +48,6 @@ def test_run_reads_and_writes_s3_and_never_records_the_secret(tmp_path: Path, in
     assert report["done"] == 6 and report["failures"]["bad_input"]["rows"] == 1
     assert "absent.png" in report["failures"]["bad_input"]["examples"][0]["message"]
     resumed = run_manifest(
-        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options, progress=False
+        manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, storage_options=options
     )
     assert (resumed.already_done, resumed.planned, resumed.not_retried) == (6, 0, 1)

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from pipeline.store.layout import OutputLayout
 
 from nst_core.params import StyleParams
 from nst_core.vgg import VGGFeatures, load_vgg
-from pipeline.outputs import OutputLayout
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -43,7 +43,7 @@ def write_png(path: Path, shape: tuple[int, int], seed: int) -> str:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real run on an embedded local Ray: 2 contents × 2 styles, one sweep row, one corrupt content."""
-    from pipeline.run import run_manifest
+    from pipeline.run.manifest_run import run_manifest
 
     base = tmp_path_factory.mktemp("report-run")
     inputs = base / "inputs"
@@ -61,7 +61,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     manifest = str(base / "manifest.parquet")
     pq.write_table(pa.Table.from_pylist(rows), manifest)
     out = str(base / "out")
-    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights="random:0", progress=False)
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights="random:0")
     assert summary.done == 5 and summary.failed == 1, summary
     return {"out": out, "manifest": manifest, "contents": c, "styles": s, "bad": str(bad), "rows": rows}
 
@@ -69,7 +69,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def run_with_metrics(small_run: dict[str, Any]) -> str:
     """The run itself: its workers record `metric_*` columns for every done row."""
-    from pipeline.ledger import read_ledger
+    from pipeline.store.ledger import read_ledger
 
     done = [r for r in read_ledger(OutputLayout(small_run["out"])).to_pylist() if r["status"] == "done"]
     assert done and all(r["metric_ssim"] is not None for r in done)

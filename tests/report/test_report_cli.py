@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import typer
 from PIL import Image
+from pipeline.cli.report import report_command
 from typer.testing import CliRunner
 
-from pipeline.cli_report import report_command
 from pipeline.report.sheet import FAILED_MARK, PAD, auto_cell, sheet_size
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import read_ledger
 
 from nst_core.params import DEFAULT_STYLE_LAYERS
-from pipeline.ledger import read_ledger
-from pipeline.outputs import OutputLayout
 from pipeline.report import build_report, link_base
 from pipeline.report.data import downsample, load_report_data
 from pipeline.report.svg import curve_plot
@@ -155,8 +155,8 @@ def test_ledger_records_each_done_rows_effective_parameters(small_run: dict[str,
 def test_a_ledger_part_without_the_newer_columns_still_reads(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from pipeline.ledger import LEDGER_SCHEMA, row_states
+    from pipeline.store.ledger import row_states
+    from pipeline.store.records import LEDGER_SCHEMA
 
     layout = OutputLayout(str(tmp_path))
     old = [n for n in LEDGER_SCHEMA.names if n not in ("params", "optimise_seconds", "metrics")]
