@@ -1,6 +1,6 @@
 """Border saturation by first-convolution padding: the share of saturated pixels in the outer ring vs inside.
 
-Run: .venv/bin/python bench/border.py [--size 256] [--steps 150] [--ring 2] [--quick]
+Run: .venv/bin/python -m bench.border [--size 256] [--steps 150] [--ring 2] [--quick]
 One content × style pair from pipeline/examples (default chelsea × hubble), random:0 weights, Adam with
 the library defaults otherwise, once per padding (`zeros`, `replicate`, `reflect`). A pixel is saturated
 when any channel rounds to 0 or 255 in 8 bits. The ring is the outer `--ring` pixels on every side; the

@@ -1,6 +1,6 @@
 """What `--compile` changes in the image: eager vs torch.compile (inductor) on the same run.
 
-Run: .venv/bin/python bench/compile_drift.py [--size 64] [--steps 1,10,30]
+Run: .venv/bin/python -m bench.compile_drift [--size 64] [--steps 1,10,30]
 Compiled kernels fuse and reorder float32 sums, so every step differs by rounding and an iterative
 optimisation carries the differences forward. Prints, per step count, the largest and the mean absolute
 pixel difference (pixels in [0, 1]) and the relative difference of the final total loss; the last line is

@@ -1,6 +1,6 @@
 """CPU benchmark of the engine against the PyTorch tutorial loop: seconds per image-iteration.
 
-Run: .venv/bin/python bench/engine_cpu.py [--sizes 128,256] [--steps 4] [--batches 1,4] [--quick]
+Run: .venv/bin/python -m bench.engine_cpu [--sizes 128,256] [--steps 4] [--batches 1,4] [--quick]
 Both sides use the same loss (Gatys 2016: ½Σ(F−P)² on relu4_2, paper-normalised Gram loss on
 relu1_1…relu5_1, avg pooling, α=1, β=1e6) and random:0 weights. The reference is the PyTorch tutorial's
 loop as published: one image, eager, frozen weights (`requires_grad_(False)`), the network cut after the
@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 
 import torch
-from peers import (  # bench/ is the script's directory
+from torch import nn
+
+from bench.peers import (
     CONTENT_LAYER,
     STYLE_LAYERS,
     frozen_convs,
     neural_style_pt_seconds,
     pystiche_seconds,
 )
-from torch import nn
-
 from nst_core.engine import Stylizer
 from nst_core.layers import LAYER_NAMES
 from nst_core.losses import content_loss, gram

@@ -1,9 +1,10 @@
 """Every GPU figure the project reports, in one device run: throughput by precision and batch, compiled
 modes, the reference loop, peak memory against the memory model, final loss against fp32.
 
-Run on the device with its own python, from the repository root, no install, no Ray:
-  PYTHONPATH=. python bench/gpu_suite.py --json bench/results/gpu-suite.json
-CPU smoke (CI): python bench/gpu_suite.py --size 32 --steps 4 --steady-steps 2 --batches 1,2 --json out.json
+Run on the device with its own python, from the repository root (`-m` imports bench/, nst_core/ and pipeline/
+from the checkout), no install, no Ray:
+  python -m bench.gpu_suite --json bench/results/gpu-suite.json
+CPU smoke (CI): python -m bench.gpu_suite --size 32 --steps 4 --steady-steps 2 --batches 1,2 --json out.json
 
 Sections, in this order; the JSON is rewritten after each, so a run that is cut short still leaves what
 it measured, and a section that would start after `--budget-s` seconds is recorded as skipped. The last
@@ -30,22 +31,18 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_throughput import _sync, device_name, flops_per_image_iteration, make_images, run_reference  # noqa: E402
-
-from nst_core.engine import Stylizer  # noqa: E402
-from nst_core.params import Precision, StyleParams  # noqa: E402
-from nst_core.precision import resolve_precision  # noqa: E402
-from nst_core.targets import Style  # noqa: E402
-from nst_core.vgg import load_vgg  # noqa: E402
+from bench.gpu_throughput import _sync, device_name, flops_per_image_iteration, make_images, run_reference
+from nst_core.engine import Stylizer
+from nst_core.params import Precision, StyleParams
+from nst_core.precision import resolve_precision
+from nst_core.targets import Style
+from nst_core.vgg import load_vgg
 from pipeline.cluster.batching import bytes_per_image
 
 MIB = 2**20

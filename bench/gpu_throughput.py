@@ -1,8 +1,8 @@
 """GPU throughput of the engine (images/hour, achieved TFLOP/s) per batch size and precision, against a reference loop.
 
 Run on a GPU (one precision per call keeps each call within a few minutes):
-  .venv/bin/python bench/gpu_throughput.py --precisions bf16 --json out/bf16.json
-CPU smoke (CI): .venv/bin/python bench/gpu_throughput.py --size 32 --steps 3 --batches 1,2 --precisions fp32,bf16
+  .venv/bin/python -m bench.gpu_throughput --precisions bf16 --json out/bf16.json
+CPU smoke (CI): .venv/bin/python -m bench.gpu_throughput --size 32 --steps 3 --batches 1,2 --precisions fp32,bf16
 
 Per (precision, batch): one warm-up call (cuDNN autotuning, compiling) and one timed `Stylizer.stylize` call
 of `--steps` steps on square `--size` px images, timed end to end (style targets, content features and the
@@ -23,7 +23,6 @@ import datetime
 import json
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.engine_cpu import cpu_model, reference_seconds  # the reference loop lives there, once
 from nst_core.engine import Stylizer
 from nst_core.images import decode_image, resize_to
 from nst_core.layers import LAYER_NAMES, layer_channels
 from nst_core.params import Precision, StyleParams
 from nst_core.targets import Style
 from nst_core.vgg import load_vgg
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_cpu import cpu_model, reference_seconds  # noqa: E402  (the reference loop lives there, once)
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 

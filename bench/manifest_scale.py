@@ -1,7 +1,7 @@
 """Scale benchmark for job manifests: build and validate 1,000 contents × 1,000 styles = 1,000,000 rows.
 
 Prints seconds per phase and peak resident memory. Goal on a 2-core CI machine: under 30 s and 1 GB.
-Run: .venv/bin/python bench/manifest_scale.py [--contents N] [--styles N] [--out PATH]
+Run: .venv/bin/python -m bench.manifest_scale [--contents N] [--styles N] [--out PATH]
 """
 
 from __future__ import annotations

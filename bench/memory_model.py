@@ -1,7 +1,7 @@
 """Checks `pipeline.cluster.batching`'s memory estimate (behind `--batch-size auto`) against measured memory.
 
-Run on a GPU:  .venv/bin/python bench/memory_model.py --sizes 256,512,768 --batches 1,4,8 --precisions fp32,bf16
-CPU smoke:     .venv/bin/python bench/memory_model.py --sizes 32,48 --batches 1,2 --precisions fp32,bf16
+Run on a GPU:  .venv/bin/python -m bench.memory_model --sizes 256,512,768 --batches 1,4,8 --precisions fp32,bf16
+CPU smoke:     .venv/bin/python -m bench.memory_model --sizes 32,48 --batches 1,2 --precisions fp32,bf16
 
 Per (precision, size, batch) it prints the estimate (`fixed_bytes + batch × bytes_per_image`) and, on CUDA,
 the measured peak of `torch.cuda.max_memory_allocated` over a short `Stylizer.stylize` run (the model's
@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nst_core.engine import Stylizer  # noqa: E402
-from nst_core.params import Precision, StyleParams  # noqa: E402
-from nst_core.targets import Style  # noqa: E402
-from nst_core.vgg import load_vgg  # noqa: E402
+from nst_core.engine import Stylizer
+from nst_core.params import Precision, StyleParams
+from nst_core.targets import Style
+from nst_core.vgg import load_vgg
 from pipeline.cluster.batching import bytes_per_image, fixed_bytes
 
 

@@ -2,7 +2,7 @@
 
 Measures the pipeline end to end (Ray actors, decoding, optimisation, image/curve/ledger writes) with
 random-weight VGG19 at 64 px, and the style-target cache hit rate that style affinity achieves.
-Run: .venv/bin/python bench/pipeline_cpu.py --rows 24 --styles 3 --steps 20
+Run: .venv/bin/python -m bench.pipeline_cpu --rows 24 --styles 3 --steps 20
 """
 
 from __future__ import annotations

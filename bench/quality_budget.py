@@ -1,6 +1,6 @@
 """Quality at equal budget: Adam vs L-BFGS after the same steps and after the same CPU time, one evaluator.
 
-Run: .venv/bin/python bench/quality_budget.py [--size 128] [--steps 100] [--quick]
+Run: .venv/bin/python -m bench.quality_budget [--size 128] [--steps 100] [--quick]
 One photo × texture pair from pipeline/examples (astronaut × hubble), random:0 weights, the library's
 default objective. Every result is scored by the same evaluator: the engine's own paper-form total loss
 of the returned (clamped) image, i.e. the loss at step 0 of a run initialised with that image. "Same CPU

@@ -1,6 +1,6 @@
 """Coarse-to-fine with and without `warm_start`, against a flat run of the same pixel-steps.
 
-Run: .venv/bin/python bench/warm_start.py [--schedule 64:60,128:60]
+Run: .venv/bin/python -m bench.warm_start [--schedule 64:60,128:60]
 Three Adam runs of astronaut × hubble (pipeline/examples, random:0 weights, defaults otherwise): the
 schedule with fresh moments per stage, the same with `warm_start`, and one stage at the last size with
 the schedule's pixel-steps (Σ side² · steps / last side², rounded). One evaluator for all three: the

@@ -2,7 +2,7 @@
 
 Used by tests/hardening/test_chaos_driver.py and runnable alone for the figures in docs/reliability.md:
 
-    .venv/bin/python scripts/chaos_driver_kill.py --rows 200 --kills 5 --seed 0
+    .venv/bin/python -m scripts.chaos_driver_kill --rows 200 --kills 5 --seed 0    (from the repository root)
 
 Each kill lands either during start-up (a random delay) or mid-run (after a random number of new ledger
 parts plus a random delay), so kills hit planning, Ray start, optimisation and ledger writes alike.
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "pipeline"))
-
-from pipeline_checks import (  # noqa: E402
+from jobs import ManifestRow, iter_manifest
+from nst_core.params import StyleParams
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths
+from tests.pipeline.pipeline_checks import (
     check_output,
     grid_rows,
     kill_group,
@@ -33,11 +33,6 @@ from pipeline_checks import (  # noqa: E402
     write_images,
     write_manifest,
 )
-
-from jobs import ManifestRow, iter_manifest  # noqa: E402
-from nst_core.params import StyleParams  # noqa: E402
-from pipeline.store.layout import OutputLayout  # noqa: E402
-from pipeline.store.ledger import part_paths  # noqa: E402
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 

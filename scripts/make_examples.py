@@ -2,7 +2,7 @@
 
 Content photos and one style come from scikit-image's sample data (CC0 / public domain, see
 pipeline/examples/LICENSES.md); the "strokes" style is painted procedurally here so its provenance is this file.
-Usage: python scripts/make_examples.py PATH_TO_SKIMAGE_DATA_DIR
+Usage: python -m scripts.make_examples PATH_TO_SKIMAGE_DATA_DIR
 """
 
 from __future__ import annotations

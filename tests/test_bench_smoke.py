@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, *args: str) -> tuple[str, dict]:
+def _run(module: str, *args: str) -> tuple[str, dict]:
+    """`python -m bench.<module> ARGS` from the repository root, as the benchmarks are run."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
+        [sys.executable, "-m", f"bench.{module}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -27,7 +28,7 @@ def _run(script: str, *args: str) -> tuple[str, dict]:
 
 def test_gpu_throughput_runs_on_cpu() -> None:
     out, data = _run(
-        "gpu_throughput.py",
+        "gpu_throughput",
         *("--size", "32", "--steps", "3", "--batches", "1,2", "--precisions", "fp32,bf16"),
         *("--reference-steps", "2", "--warmup-steps", "1"),
     )
@@ -58,7 +59,7 @@ def test_gpu_throughput_runs_on_cpu() -> None:
 
 
 def test_memory_model_runs_on_cpu() -> None:
-    out, data = _run("memory_model.py", "--sizes", "32,48", "--batches", "1,2", "--precisions", "fp32,bf16")
+    out, data = _run("memory_model", "--sizes", "32,48", "--batches", "1,2", "--precisions", "fp32,bf16")
     assert "measurement needs CUDA" in out
     assert data["device_type"] == "cpu"
     assert len(data["rows"]) == 2 * 2 * 2
@@ -69,7 +70,7 @@ def test_memory_model_runs_on_cpu() -> None:
 
 
 def test_compile_drift_runs_on_cpu() -> None:
-    out, data = _run("compile_drift.py", "--size", "32", "--steps", "1,2", "--backend", "aot_eager")
+    out, data = _run("compile_drift", "--size", "32", "--steps", "1,2", "--backend", "aot_eager")
     assert "| steps | max |Δpixel|" in out and data["backend"] == "aot_eager"
     assert [r["steps"] for r in data["rows"]] == [1, 2]
     # aot_eager traces the step without fusing kernels: the same arithmetic as eager, so no drift at all
@@ -79,7 +80,7 @@ def test_compile_drift_runs_on_cpu() -> None:
 def test_gpu_suite_runs_every_section_on_cpu(tmp_path: Path) -> None:
     path = tmp_path / "suite.json"
     out, _ = _run(
-        "gpu_suite.py", "--json", str(path),
+        "gpu_suite", "--json", str(path),
         *("--size", "32", "--steps", "4", "--steady-steps", "2", "--batches", "1,2", "--loss-batch", "2"),
         *("--reference-steps", "2", "--compile-backend", "aot_eager"),
     )
@@ -111,7 +112,7 @@ def test_gpu_suite_runs_every_section_on_cpu(tmp_path: Path) -> None:
 
 def test_gpu_suite_skips_sections_past_its_budget(tmp_path: Path) -> None:
     path = tmp_path / "suite.json"
-    out, _ = _run("gpu_suite.py", "--json", str(path), "--size", "32", "--batches", "1", "--budget-s", "0")
+    out, _ = _run("gpu_suite", "--json", str(path), "--size", "32", "--batches", "1", "--budget-s", "0")
     data = json.loads(path.read_text())
     assert data["skipped"][0] == "reference" and "loss" in data["skipped"] and data["rows"] == []
     assert "skipped reference" in out

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.cluster
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "examples"
 RAY = str(Path(sys.executable).with_name("ray"))
 NST = str(Path(sys.executable).with_name("nst"))

@@ -1,21 +1,17 @@
 """Fixtures for the hardening tests (chaos, bad inputs, security): thin wrappers over tests/pipeline's helpers.
 
 The helpers live in tests/pipeline/pipeline_checks.py (real images, manifests, a local Ray, a restartable
-moto S3 server, the output-consistency check); this folder puts that module on the import path.
+moto S3 server, the output-consistency check), imported as the package module `tests.pipeline.pipeline_checks`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-
-from pipeline_checks import MotoS3, local_ray_session, write_images  # noqa: E402
+from tests.pipeline.pipeline_checks import MotoS3, local_ray_session, write_images
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

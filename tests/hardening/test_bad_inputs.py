@@ -20,15 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from cli_helpers import fast_options, nst, run_args
-from corpus import CASES, MAX_PIXELS, Case
 from PIL import Image
-from pipeline_checks import WEIGHTS, check_output, write_manifest
 
 from nst_core.params import StyleParams
 from pipeline.run.manifest_run import run_manifest
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import read_ledger, row_states
+from tests.hardening.cli_helpers import fast_options, nst, run_args
+from tests.hardening.corpus import CASES, MAX_PIXELS, Case
+from tests.pipeline.pipeline_checks import WEIGHTS, check_output, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -1,42 +1,63 @@
-"""Chaos: worker actors killed again and again at seeded random moments during one run; every row finishes.
+"""Chaos: worker actors killed again and again during one run; every row finishes, each exactly once.
 
 (One actor killed once, and a whole node removed mid-run, are tests/pipeline/test_run_local.py and
 test_cluster.py.) Each kill costs the rows in flight on that actor one attempt (`worker_lost`, retried).
+
+The kills follow the run's progress in its ledger, not the clock, so the test means the same on a fast and
+a slow machine: an actor is killed only when the ledger shows that it has started a row since the previous
+kill (this incarnation is alive and taking work) and that at least MARGIN rows are not done yet (work is
+queued on every actor, and the run cannot finish in the moment between looking and killing). The victim
+is a seeded choice among the actors that qualify.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
-from pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from nst_core.params import StyleParams
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import part_paths, read_ledger
+from tests.pipeline.pipeline_checks import BackgroundRun, check_output, grid_rows, write_manifest
 
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("local_ray")]
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 KILLS = 4
+ROWS = 48
+MARGIN = 16
+"""No kill once fewer rows are left: 16 rows are 8 batches of 2, more than the 2 actors' 4 call slots hold, so
+every kill lands on work in flight and the run cannot finish between looking at the ledger and killing."""
 
 
-def worker_actors() -> list[Any]:
-    return [
-        ray.get_actor(a["name"], namespace=a["namespace"])
+def worker_actors() -> dict[str, Any]:
+    """The run's actors by the worker name the ledger records (`nst-worker-<run id>-<i>` is worker `w<i>`)."""
+    return {
+        "w" + a["name"].rsplit("-", 1)[1]: ray.get_actor(a["name"], namespace=a["namespace"])
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["name"].startswith("nst-worker-")
-    ]
+    }
+
+
+def done_rows(layout: OutputLayout) -> dict[str, tuple[str, datetime]]:
+    """row_id → (worker, started_at) of every row the ledger records as done."""
+    return {
+        r["row_id"]: (r["worker"], r["started_at"])
+        for r in read_ledger(layout).to_pylist()
+        if r["status"] == "done"
+    }
 
 
 def test_actors_killed_at_random_all_rows_still_finish(tmp_path: Path, images) -> None:
     rng = random.Random(8)
-    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(images["contents"], images["styles"], 48))
+    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(images["contents"], images["styles"], ROWS))
     out = str(tmp_path / "out")
     thread = BackgroundRun(
         manifest=manifest,
@@ -47,19 +68,29 @@ def test_actors_killed_at_random_all_rows_still_finish(tmp_path: Path, images) -
         max_attempts=KILLS + 2,  # a row may be in flight on every killed actor
     )
     layout = OutputLayout(out)
-    deadline = time.monotonic() + 120
-    while thread.is_alive() and not part_paths(layout) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    kills = 0
-    while thread.is_alive() and kills < KILLS:
-        time.sleep(rng.uniform(0.5, 3.0))
+    kills: list[str] = []
+    since = datetime.min.replace(tzinfo=timezone.utc)  # rows started after the previous kill show who works
+    parts_seen = -1
+    deadline = time.monotonic() + 300
+    while len(kills) < KILLS and thread.is_alive() and time.monotonic() < deadline:
+        parts = len(part_paths(layout))
+        if parts == parts_seen:
+            time.sleep(0.05)  # polling the ledger for its next part; the kills wait for progress, not time
+            continue
+        parts_seen = parts
+        done = done_rows(layout)
+        if ROWS - len(done) < MARGIN:
+            break
         actors = worker_actors()
-        if actors and thread.is_alive():
-            ray.kill(rng.choice(actors), no_restart=False)
-            kills += 1
+        working = sorted({worker for worker, started in done.values() if started > since} & set(actors))
+        if working:
+            victim = rng.choice(working)
+            since = datetime.now(timezone.utc)
+            ray.kill(actors[victim], no_restart=False)
+            kills.append(victim)
     summary = thread.finish()
-    assert kills >= 2, "the run finished before the actors could be killed repeatedly"
-    assert summary.complete and summary.done == 48 and summary.failed == 0, summary
+    assert len(kills) == KILLS, f"{kills}: the kills were not all made while {MARGIN} or more rows were left"
+    assert summary.complete and summary.done == ROWS and summary.failed == 0, summary
     assert summary.worker_losses >= 1
     ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
     check_output(out, ids)

@@ -6,12 +6,13 @@ the output listing has no partial (temporary) or orphan image or curve file (pip
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import pytest
 
-from chaos_driver_kill import chaos_driver_kill  # noqa: E402
+from scripts.chaos_driver_kill import chaos_driver_kill
+
+pytestmark = pytest.mark.chaos
 
 
 def test_driver_killed_five_times_then_every_row_done_exactly_once(tmp_path: Path) -> None:

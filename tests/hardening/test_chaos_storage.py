@@ -11,8 +11,15 @@ from typing import Any
 
 import fsspec
 import pytest
-from cli_helpers import fast_options, last_line, option_flags
-from pipeline_checks import (
+
+from jobs import ManifestRow, iter_manifest
+from nst_core.params import StyleParams
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.fs import TMP_PREFIX
+from pipeline.store.layout import OutputLayout, list_files
+from pipeline.store.ledger import part_paths, read_ledger, row_states
+from tests.hardening.cli_helpers import fast_options, last_line, option_flags
+from tests.pipeline.pipeline_checks import (
     WEIGHTS,  # noqa: I001
     BackgroundRun,
     MotoS3,
@@ -23,14 +30,7 @@ from pipeline_checks import (
     write_manifest,
 )
 
-from jobs import ManifestRow, iter_manifest
-from nst_core.params import StyleParams
-from pipeline.run.manifest_run import run_manifest
-from pipeline.store.fs import TMP_PREFIX
-from pipeline.store.layout import OutputLayout, list_files
-from pipeline.store.ledger import part_paths, read_ledger, row_states
-
-pytestmark = pytest.mark.usefixtures("local_ray")
+pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("local_ray")]
 
 PARAMS = StyleParams(size=32, steps=2, log_every=1)
 OUTAGE_S = 10.0

@@ -19,8 +19,13 @@ from typing import Any
 
 import fsspec
 import pytest
-from cli_helpers import fast_options, last_line, nst, option_flags, run_args
-from pipeline_checks import (
+
+from jobs import ManifestRow, iter_manifest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths, read_ledger, row_states
+from tests.hardening.cli_helpers import fast_options, last_line, nst, option_flags, run_args
+from tests.pipeline.pipeline_checks import (
     PARAMS,
     REPO,
     WEIGHTS,
@@ -31,11 +36,6 @@ from pipeline_checks import (
     write_images,
     write_manifest,
 )
-
-from jobs import ManifestRow, iter_manifest
-from pipeline.run.manifest_run import run_manifest
-from pipeline.store.layout import OutputLayout
-from pipeline.store.ledger import part_paths, read_ledger, row_states
 
 
 def _manifest(tmp_path: Path, count: int, seed: int) -> str:

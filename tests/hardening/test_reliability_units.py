@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from cli_helpers import last_line, nst
-from pipeline_checks import MotoS3, write_manifest
 from rich.console import Console
 
 from jobs import ManifestRow, RowProblem, iter_manifest, validate_manifest
@@ -37,6 +35,8 @@ from pipeline.store.ledger import compact, part_paths, read_ledger, write_part
 from pipeline.store.masking import mask_text
 from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
 from pipeline.store.transfer import read_bytes, write_bytes_atomic
+from tests.hardening.cli_helpers import last_line, nst
+from tests.pipeline.pipeline_checks import MotoS3, write_manifest
 
 # -- one output-name rule ------------------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import fast_options, nst, option_flags, run_args
-from pipeline_checks import WEIGHTS, write_manifest
 
 from nst_core.images import DEFAULT_MAX_PIXELS
 from nst_core.params import StyleParams
@@ -24,6 +22,8 @@ from nst_core.vgg import WeightsError, load_vgg
 from pipeline.cluster.tasks import DEFAULT_MAX_PIXELS as TASKS_MAX_PIXELS
 from pipeline.run.manifest_run import run_manifest
 from pipeline.store.layout import OutputNameError
+from tests.hardening.cli_helpers import fast_options, nst, option_flags, run_args
+from tests.pipeline.pipeline_checks import WEIGHTS, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from manifest_helpers import write_image
+
+from tests.jobs.manifest_helpers import write_image
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from manifest_helpers import write_table
 
 from jobs import ManifestError, ManifestRow, RowProblem, iter_manifest, validate_manifest
+from tests.jobs.manifest_helpers import write_table
 
 
 def _problems(tmp_path: Path, columns: dict[str, Any]) -> list[ManifestRow | RowProblem]:

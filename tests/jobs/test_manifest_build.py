@@ -7,7 +7,6 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-from manifest_helpers import write_image
 
 from jobs import (
     ManifestRow,
@@ -19,6 +18,7 @@ from jobs import (
     row_id_for,
 )
 from nst_core.params import StyleParams
+from tests.jobs.manifest_helpers import write_image
 
 
 def test_local_folder_product_is_sorted_and_ids_match(image_dir: Path, tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet  # noqa: F401 - pa.parquet below
 import pytest
-from manifest_helpers import write_table
 from typer.testing import CliRunner
 
 from pipeline.cli.manifest import manifest_app
+from tests.jobs.manifest_helpers import write_table
 
 runner = CliRunner()
 

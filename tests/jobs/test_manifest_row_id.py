@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from manifest_helpers import write_table
 
 import jobs.row_id
 from jobs import ROW_ID_VERSION, ManifestRow, iter_manifest, params_key, row_id_for
 from nst_core.params import Precision, StyleParams
+from tests.jobs.manifest_helpers import write_table
 
 # The documented canonical texts, written out by hand: only fields whose value differs from
 # StyleParams()'s default, sorted by name; log_every only when early_stop > 0 (and not at its default).

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from manifest_helpers import write_table
 
 from jobs import ManifestRow, RowProblem, iter_manifest, row_id_for
 from nst_core.params import OptimizerName, StyleParams
+from tests.jobs.manifest_helpers import write_table
 
 EXPECTED = StyleParams(steps=100, lr=0.1, optimizer=OptimizerName.lbfgs, style_layers=("relu1_1", "relu2_1"))
 EXPECTED_DEFAULT = StyleParams()

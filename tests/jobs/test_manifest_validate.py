@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
-from manifest_helpers import write_image, write_table
 from PIL import Image
 
 import nst_core.images
 from jobs import build_manifest, check_images, summarise_manifest, validate_manifest
 from nst_core.images import DEFAULT_MAX_PIXELS
+from tests.jobs.manifest_helpers import write_image, write_table
 
 
 def test_check_files_reports_missing_and_corrupt_files_with_rows(image_dir: Path, tmp_path: Path) -> None:

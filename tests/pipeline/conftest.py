@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pipeline_checks import MotoS3, local_ray_session, write_images
+
+from tests.pipeline.pipeline_checks import MotoS3, local_ray_session, write_images
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

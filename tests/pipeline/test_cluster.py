@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import ray
-from pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
 from ray.cluster_utils import Cluster
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import part_paths
+from tests.pipeline.pipeline_checks import PARAMS, BackgroundRun, check_output, grid_rows, write_manifest
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")

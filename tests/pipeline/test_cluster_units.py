@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_checks import PARAMS, WEIGHTS, write_images
 
 import pipeline.cluster.batch_run as batch_run
 from nst_core.params import StyleParams
@@ -18,6 +17,7 @@ from pipeline.cluster.scheduler import SLOTS_PER_WORKER, Scheduler, WorkerSlot, 
 from pipeline.cluster.tasks import BatchSpec, RowTask, WorkerConfig, style_key
 from pipeline.cluster.worker import StyleWorker
 from pipeline.store.layout import OutputLayout, batch_id_for
+from tests.pipeline.pipeline_checks import PARAMS, WEIGHTS, write_images
 
 REFUSED = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
            "config_kwargs": {"retries": {"max_attempts": 1}}}  # fmt: skip

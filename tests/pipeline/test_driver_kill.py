@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_checks import (
+
+from jobs import ManifestRow, iter_manifest
+from pipeline.run.manifest_run import run_manifest
+from pipeline.store.layout import OutputLayout
+from pipeline.store.ledger import part_paths
+from tests.pipeline.pipeline_checks import (
     PARAMS,
     WEIGHTS,
     check_output,
@@ -19,11 +24,6 @@ from pipeline_checks import (
     write_images,
     write_manifest,
 )
-
-from jobs import ManifestRow, iter_manifest
-from pipeline.run.manifest_run import run_manifest
-from pipeline.store.layout import OutputLayout
-from pipeline.store.ledger import part_paths
 
 
 def twenty_row_manifest(tmp_path: Path, seed: int) -> str:

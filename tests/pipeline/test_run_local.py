@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import typer
-from pipeline_checks import PARAMS, WEIGHTS, BackgroundRun, check_output, grid_rows, write_manifest
 from typer.testing import CliRunner
 
 from nst_core.params import StyleParams
@@ -19,6 +18,14 @@ from pipeline.run.manifest_run import run_manifest
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import part_paths, read_ledger, row_states
 from pipeline.store.records import LEDGER_SCHEMA
+from tests.pipeline.pipeline_checks import (
+    PARAMS,
+    WEIGHTS,
+    BackgroundRun,
+    check_output,
+    grid_rows,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 from jobs import ManifestRow, iter_manifest
 from pipeline.run.manifest_run import run_manifest
 from pipeline.run.status import collect_status
+from tests.pipeline.pipeline_checks import PARAMS, WEIGHTS, check_output, grid_rows, write_manifest
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

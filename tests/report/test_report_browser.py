@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -15,6 +16,8 @@ from selenium.webdriver.support.ui import Select
 from pipeline.report import build_report
 from pipeline.report.data import ReportData
 from pipeline.report.html import build_payload, render_html
+
+pytestmark = pytest.mark.browser
 
 
 def load(browser: Any, path: str | Path) -> list[dict[str, Any]]:
