@@ -60,7 +60,8 @@ def _as_stage(name: str, stage: Any) -> tuple[int, int]:
         parsed = parse_field(name, stage)
         if len(parsed) != 1:
             raise ValueError(f"{name}: stage {stage!r} must be one 'size:steps' pair")
-        return parsed[0]  # type: ignore[no-any-return]
+        pair: tuple[int, int] = parsed[0]
+        return pair
     if isinstance(stage, (list, tuple)) and len(stage) == 2:
         return (_as_int(name, stage[0]), _as_int(name, stage[1]))
     raise ValueError(f"{name}: stage {stage!r} must be 'size:steps' or a [size, steps] pair")

@@ -624,8 +624,8 @@ class Stylizer:
                     # An image that stopped early keeps its pixels while the rest of the batch goes on.
                     x.copy_(torch.where(_per_image(active, x), x, x_old))
                 if state_old is not None:
-                    for k, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
-                        moment = opt.state[x][k]
+                    for key, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
+                        moment = opt.state[x][key]
                         moment.copy_(torch.where(_per_image(active, x), moment, old))
                 steps_run += active
                 if ema is not None:
@@ -842,11 +842,18 @@ def _lbfgs(
     return x.detach(), _StageLog(offset, logged, values, steps_run, final)
 
 def stylize_one(
-    model: VGGFeatures, content: Tensor, style: Tensor | Style, params: StyleParams, **kwargs: object
+    model: VGGFeatures,
+    content: Tensor,
+    style: Tensor | Style,
+    params: StyleParams,
+    *,
+    cache: MutableMapping[Hashable, StyleTargets] | None = None,
+    init_images: Sequence[Tensor] | None = None,
+    callback: Callable[[StepReport], None] | None = None,
 ) -> ImageResult:
-    """Convenience wrapper: one content, one style image (or Style)."""
+    """Convenience wrapper: one content, one style image (or Style); the keywords are `Stylizer.stylize`'s."""
     s = style if isinstance(style, Style) else Style((style,))
-    return Stylizer(model).stylize([content], s, params, **kwargs)[0]  # type: ignore[arg-type]
+    return Stylizer(model).stylize([content], s, params, cache=cache, init_images=init_images, callback=callback)[0]
 
 
 __all__ = [

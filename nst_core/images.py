@@ -55,7 +55,7 @@ def reduce_factor(width: int, height: int, long_side: int | None) -> int:
 
 
 def decode_image(
-    data: bytes | BinaryIO | str | os.PathLike,
+    data: bytes | BinaryIO | str | os.PathLike[str],
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -79,7 +79,7 @@ def decode_image(
     if isinstance(data, (bytes, bytearray, memoryview)):
         if len(data) == 0:
             raise ImageError(f"{label}: empty file")
-        stream: BinaryIO | str | os.PathLike = io.BytesIO(bytes(data))
+        stream: BinaryIO | str | os.PathLike[str] = io.BytesIO(bytes(data))
     else:
         stream = data
     if isinstance(stream, (str, os.PathLike)):
@@ -92,7 +92,8 @@ def decode_image(
         with warnings.catch_warnings():
             # `max_pixels` is checked below from the header alone; PIL's warning is silenced here only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open_with_limit(stream, max_pixels) as img:
+            img = _open_with_limit(stream, max_pixels)
+            with img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -123,7 +124,7 @@ def decode_image(
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def _open_with_limit(stream: BinaryIO | str | os.PathLike, max_pixels: int) -> Image.Image:
+def _open_with_limit(stream: BinaryIO | str | os.PathLike[str], max_pixels: int) -> Image.Image:
     """`Image.open` with PIL's own bomb limit (it refuses above twice `Image.MAX_IMAGE_PIXELS`) set to
     `max_pixels` for this call only: raised or lowered with it, and the global left as it was."""
     with _PIL_LIMIT_LOCK:
@@ -152,7 +153,7 @@ def _reduced(img: Image.Image, factor: int) -> Image.Image:
 
 def _default_name(data: object) -> str:
     if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)  # type: ignore[return-value]
+        return os.fspath(data)
     return str(
         getattr(data, "name", "<bytes>" if isinstance(data, (bytes, bytearray, memoryview)) else "<stream>")
     )

@@ -117,7 +117,7 @@ def sqrtm_newton_schulz(a: Tensor, iterations: int = W2_NEWTON_SCHULZ_ITERATIONS
     """
     with _fp32(a):
         a = _wide(a)
-        norm = torch.linalg.matrix_norm(a).clamp_min(1e-30)[..., None, None]  # a zero matrix stays zero
+        norm: Tensor = torch.linalg.matrix_norm(a).clamp_min(1e-30)[..., None, None]  # a zero matrix stays zero
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
         y, z = a / norm, eye
         for _ in range(iterations):
@@ -195,6 +195,8 @@ def tv_loss(image: Tensor) -> Tensor:
 class ContentLoss(nn.Module):
     """½ Σ d(F − P) against a fixed target P (held as a buffer): [B]."""
 
+    target: Tensor
+
     def __init__(self, target: Tensor, distance: Distance | str = Distance.squared) -> None:
         super().__init__()
         self.register_buffer("target", target.detach().float())
@@ -206,6 +208,8 @@ class ContentLoss(nn.Module):
 
 class StyleLoss(nn.Module):
     """E_l against a fixed normalised Gram Â = A / M_l^style ([1,N,N] shared or [B,N,N] per image): [B]."""
+
+    target: Tensor
 
     def __init__(
         self,
@@ -229,6 +233,10 @@ class StyleLoss(nn.Module):
 
 class StyleLossW2(nn.Module):
     """W2²/N_l against fixed Gaussian targets μ_s, Σ_s, Σ_s^½ (buffers; shared [1, …] or per image [B, …]): [B]."""
+
+    mean: Tensor
+    cov: Tensor
+    cov_sqrt: Tensor
 
     def __init__(self, mean: Tensor, cov: Tensor, cov_sqrt: Tensor) -> None:
         super().__init__()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +87,7 @@ def feature_metrics_per_image(
 ) -> list[dict[str, float]]:
     """One dict per image of `output`; see `feature_metrics` for the keys."""
     out, ref = _pair(output, content, "content")
-    dev = cast(Tensor, model.mean).device
+    dev = model.mean.device
     out, ref = out.to(dev).float(), ref.to(dev).float()
     grams = style_targets.grams if isinstance(style_targets, StyleTargets) else dict(style_targets)
     if isinstance(style_targets, StyleTargets) and Pooling(style_targets.pooling) is not Pooling(params.pooling):
@@ -229,6 +228,8 @@ def _lab_pixels(image: Tensor) -> Tensor:
 
 
 def _sqrtm_psd(m: Tensor) -> Tensor:
+    evals: Tensor
+    evecs: Tensor
     evals, evecs = torch.linalg.eigh((m + m.T) / 2)
     return evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
 
