@@ -174,12 +174,9 @@ def total_loss(
     alpha: float,
     beta: float | Tensor,
     tv_weight: float,
-    content_ratio: float | None = None,
 ) -> Tensor:
-    """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior), or the convex form
-    λ·L_content + (1 − λ)·L_style + tv·L_tv when `content_ratio` λ is given."""
-    if content_ratio is not None:
-        alpha, beta = content_ratio, 1.0 - content_ratio
+    """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior). The convex form of
+    `content_ratio` λ is α = λ, β = 1 − λ, which the engine's objective sets before calling this."""
     return alpha * content + beta * style + tv_weight * tv
 
 
