@@ -17,7 +17,8 @@ def _call(objective: nn.Module, x: Tensor) -> Tensor:
 
 
 def _loss_and_grad(fn: Callable[[nn.Module, Tensor], Tensor], objective: nn.Module, x: Tensor) -> Tensor:
-    """[B, 4] loss terms of objective(x), detached; x.grad becomes the gradient of their column 0 summed.
+    """[B, len(losses.LOSS_TERMS)] loss terms of objective(x), detached; x.grad becomes the gradient of their
+    column 0 (the total) summed.
 
     Summing over the batch gives every image exactly its own gradient (the losses are per image).
     """
