@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nst_core.formats import OUTPUT_FORMATS
+
 DEFAULT_MAX_PIXELS: int = 89_478_485
 """Pixel-count limit against decompression bombs (PIL's own default, ~ 0.25 GB of 24-bit RGB)."""
 
@@ -185,13 +187,14 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 
 def encode_image(image: torch.Tensor, fmt: str = "png", quality: int = 95) -> bytes:
-    """[3, H, W] in [0, 1] → encoded bytes (png, jpeg/jpg, webp, …), rounded to 8 bits."""
+    """[3, H, W] in [0, 1] → encoded bytes, rounded to 8 bits. `fmt`: a key or value of
+    `formats.OUTPUT_FORMATS` (png, jpg/jpeg, webp: what a run writes) or another format PIL can save."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a [3, H, W] image, got shape {tuple(image.shape)}")
     array = (
         (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     )
-    pil_format = {"jpg": "JPEG", "jpeg": "JPEG"}.get(fmt.lower(), fmt.upper())
+    pil_format = OUTPUT_FORMATS.get(fmt.lower(), fmt).upper()
     buf = io.BytesIO()
     kwargs = {"quality": quality} if pil_format in ("JPEG", "WEBP") else {}
     Image.fromarray(array, mode="RGB").save(buf, format=pil_format, **kwargs)
