@@ -1,7 +1,7 @@
 """Content x style job manifests in Parquet: build, validate, read. Needs no Ray."""
 
 from jobs.build import BuildResult, build_manifest, parse_param_args, parse_sweep_args, write_manifest
-from jobs.coerce import coerce, row_params
+from jobs.coerce import coerce
 from jobs.files import check_image, check_images
 from jobs.reader import iter_manifest, manifest_fingerprint, manifest_layout
 from jobs.row_id import ROW_ID_HEX, ROW_ID_VERSION, params_key, row_id_for
@@ -47,7 +47,6 @@ __all__ = [
     "parse_param_args",
     "parse_sweep_args",
     "row_id_for",
-    "row_params",
     "summarise_manifest",
     "validate_manifest",
     "write_manifest",

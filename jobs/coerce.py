@@ -1,18 +1,19 @@
-"""Turn one manifest cell into an engine parameter value; called by the batch scanner and by `row_params`.
+"""Turn one manifest cell into an engine parameter value; called by the batch scanner for each distinct cell.
 
 A cell may hold a native value (int, float, bool, list) or the text form of `nst_core.params.parse_field`;
 both meet in the same validation so that a value is judged the same way whichever tool wrote the file.
+NaN is an error, not a missing value: Parquet has real nulls, and pandas writes its NaN placeholders as
+nulls, so a NaN that reaches the file was written on purpose.
 """
 
 from __future__ import annotations
 
 import decimal
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from jobs.schema import PARAM_KINDS, Kind
-from nst_core.params import StyleParams, enum_of, parse_field
+from nst_core.params import enum_of, parse_field
 
 
 def _plain(value: Any) -> Any:
@@ -60,7 +61,8 @@ def _as_stage(name: str, stage: Any) -> tuple[int, int]:
         parsed = parse_field(name, stage)
         if len(parsed) != 1:
             raise ValueError(f"{name}: stage {stage!r} must be one 'size:steps' pair")
-        return parsed[0]  # type: ignore[no-any-return]
+        pair: tuple[int, int] = parsed[0]
+        return pair
     if isinstance(stage, (list, tuple)) and len(stage) == 2:
         return (_as_int(name, stage[0]), _as_int(name, stage[1]))
     raise ValueError(f"{name}: stage {stage!r} must be 'size:steps' or a [size, steps] pair")
@@ -108,21 +110,3 @@ def coerce(name: str, value: Any) -> Any:
         raise ValueError(f"{name}: cannot use {value!r} ({exc})") from None
     raise AssertionError(kind)
 
-
-def param_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Engine values for every parameter column with a non-null value; other keys are metadata and ignored."""
-    overrides: dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in PARAM_KINDS or value is None:
-            continue
-        overrides[name] = coerce(name, value)
-    return overrides
-
-
-def row_params(values: Mapping[str, Any], defaults: StyleParams) -> StyleParams:
-    """The run-level defaults overridden by a row's non-null parameter columns.
-
-    Raises ValueError naming the column. NaN is an error, not a missing value: Parquet has real nulls,
-    and pandas writes its NaN placeholders as nulls, so a NaN that reaches the file was written on purpose.
-    """
-    return defaults.replace(**param_overrides(values))

@@ -2,6 +2,12 @@
 `output_name`. Used by the manifest scanner (`manifest validate`, the reader) and by pipeline.store.layout at
 write time, so a name the validator accepts is a name the run can write, and the reverse.
 
+Entry points: `output_name_problem` and `row_id_problem` (why a name cannot be used, or None),
+`image_format` (the encoder format of an accepted name) and `DEFAULT_EXTENSION` (a row without
+`output_name`). The extensions are those the encoder writes (`nst_core.formats.OUTPUT_FORMATS`): `x.gif`
+is refused here because the run could not write it, and `sub/y.png` because an output is a plain file
+name inside `images/` (docs/outputs.md).
+
 Why each part: a path separator or `.`/`..` would leave `images/`; a leading `.` covers those and the
 `.tmp-` prefix of temporary files, which the start-up sweep deletes; file systems limit a name to 255
 *bytes* (ext4, APFS, NTFS), so lengths are counted in UTF-8 bytes (temporary names have a fixed short
@@ -12,8 +18,12 @@ from __future__ import annotations
 
 import posixpath
 
-IMAGE_FORMATS: dict[str, str] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
-"""Output extension → encoder format name."""
+from nst_core.formats import OUTPUT_FORMATS
+
+IMAGE_FORMATS: dict[str, str] = OUTPUT_FORMATS
+"""Output extension → encoder format name: the formats `nst_core.images.encode_image` writes for a run."""
+DEFAULT_EXTENSION = "png"
+"""The extension of a row without `output_name`: `<row_id>.png`."""
 MAX_NAME_BYTES = 255
 """The file-name limit of ext4, APFS and NTFS; object stores allow more, but outputs may be synced locally."""
 MAX_ROW_ID_BYTES = 200
@@ -59,4 +69,11 @@ def output_name_problem(name: str) -> str | None:
 
 
 def extension_of(name: str) -> str:
+    """The extension of `name`, lower case and without the dot ("" when it has none)."""
     return posixpath.splitext(name)[1].lower().lstrip(".")
+
+
+def image_format(name: str) -> str:
+    """The encoder format (`nst_core.images.encode_image`'s `fmt`) of a name `output_name_problem` accepts,
+    or of `<row_id>.png`; KeyError for an extension that is not an output format."""
+    return IMAGE_FORMATS[extension_of(name)]

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.options import options_for
-from jobs.scan import BatchScanner, Issue, Layout, layout_of
+from jobs.scan import BatchScanner, Issue, Layout, ScannedBatch, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, ROW_ID_COLUMN, ManifestError, ManifestRow, RowProblem
 from nst_core.params import StyleParams
 
@@ -56,6 +56,19 @@ def iter_batches(
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ManifestError(f"{uri}: cannot read Parquet data ({exc})") from None
+
+
+def scan_batches(
+    parquet: pq.ParquetFile, uri: str, layout: Layout, defaults: StyleParams, batch_rows: int
+) -> Iterator[ScannedBatch]:
+    """The file's record batches in order, each checked by one BatchScanner (so its parsed values and
+    parameter sets are shared across batches); `ScannedBatch.start` is the file row of its first row.
+    One batch at a time: memory stays bounded by what the caller keeps."""
+    scanner = BatchScanner(layout, defaults)
+    start = 0
+    for batch in iter_batches(parquet, uri, batch_rows):
+        yield scanner.scan(batch, start)
+        start += batch.num_rows
 
 
 def repeated_values(arrays: list[pa.Array]) -> dict[str, int]:
@@ -141,11 +154,9 @@ def iter_manifest(
     with open_parquet(uri, storage_options) as parquet:
         layout = layout_of(parquet.schema_arrow)
         repeated_ids, repeated_names = _explicit_duplicates(parquet, layout, uri, batch_rows)
-        scanner = BatchScanner(layout, defaults)
         seen: set[str] = set()
-        start = 0
-        for batch in iter_batches(parquet, uri, batch_rows):
-            scanned = scanner.scan(batch, start)
+        for scanned in scan_batches(parquet, uri, layout, defaults, batch_rows):
+            batch, start = scanned.batch, scanned.start
             ids = scanned.row_ids.to_pylist()
             contents = scanned.content.to_pylist()
             styles = scanned.style.to_pylist()
@@ -192,7 +203,6 @@ def iter_manifest(
                     output_name=name,
                     metadata={k: json_safe(v) for k, v in metadata[i].items()},
                 )
-            start += batch.num_rows
 
 
 def manifest_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:

@@ -119,7 +119,7 @@ class ScannedBatch:
     """Per URI column, the rows whose URI is unusable (not worth opening)."""
 
     def __len__(self) -> int:
-        return self.batch.num_rows
+        return int(self.batch.num_rows)
 
     def add(self, mask: np.ndarray, column: str | None, message: Any) -> None:
         """Record `message(i)` (or a fixed string) for every local row i where mask is set."""
@@ -146,7 +146,8 @@ def _as_string(arr: pa.Array) -> pa.Array:
 
 
 def _mask(values: pa.Array) -> np.ndarray:
-    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    mask: np.ndarray = np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
 
 
 def _freeze(value: Any) -> Any:
@@ -244,7 +245,7 @@ class BatchScanner:
         try:
             value = coerce(column, raw)
             # validate_params only reads attributes, so it can judge a candidate before it is built.
-            problems = validate_params(self._merged({column: value}))  # type: ignore[arg-type]
+            problems = validate_params(self._merged({column: value}))
             own = [p for p in problems if not _mentions_other(p, column)]
             result: tuple[bool, Any] = (False, "; ".join(own)) if own else (True, value)
         except ValueError as exc:
@@ -260,7 +261,7 @@ class BatchScanner:
         if cached is not None:
             return cached
         overrides = dict(key)
-        problems = validate_params(self._merged(overrides))  # type: ignore[arg-type]
+        problems = validate_params(self._merged(overrides))
         result: tuple[StyleParams, str] | list[Issue]
         if problems:
             result = [(_named(p, tuple(overrides)), p) for p in problems]
@@ -294,7 +295,7 @@ class BatchScanner:
         out.add(null, column, f"{column} is null; every row needs one")
         out.add(empty, column, f"{column} is an empty string")
         out.add(control, column, lambda i: f"{column} contains a control character: {arr[i].as_py()!r}")
-        bad = null | empty | control
+        bad: np.ndarray = null | empty | control
         schemes = pc.struct_field(pc.extract_regex(arr, _SCHEME), [0])
         for scheme in pc.unique(schemes).drop_null().to_pylist():
             problem = self._scheme_problem(scheme)

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet
-from jobs.scan import BatchScanner, layout_of
+from jobs.reader import DEFAULT_BATCH_ROWS, open_parquet, scan_batches
+from jobs.scan import layout_of
 from nst_core.params import StyleParams, format_field
 
 REFERENCE_SIDE = 512
@@ -73,19 +73,16 @@ def summarise_manifest(
         raise ValueError(f"throughput must be > 0 steps/s, got {throughput}")
     with open_parquet(uri, storage_options) as parquet:
         layout = layout_of(parquet.schema_arrow)
-        scanner = BatchScanner(layout, defaults)
         per_key: dict[str, tuple[StyleParams, int]] = {}
         contents: list[pa.Array] = []
         styles: list[pa.Array] = []
         rows = problem_rows = 0
-        start = 0
-        for batch in iter_batches(parquet, uri, batch_rows):
-            scanned = scanner.scan(batch, start)
-            rows += batch.num_rows
+        for scanned in scan_batches(parquet, uri, layout, defaults, batch_rows):
+            rows += len(scanned)
             problem_rows += len(scanned.issues)
             contents.append(pc.unique(scanned.content).cast(pa.large_string()))
             styles.append(pc.unique(scanned.style).cast(pa.large_string()))
-            usable = np.ones(batch.num_rows, dtype=bool)
+            usable = np.ones(len(scanned), dtype=bool)
             usable[list(scanned.issues)] = False
             combos = scanned.combo_of_row[usable & (scanned.combo_of_row >= 0)]
             for combo, count in enumerate(np.bincount(combos, minlength=len(scanned.combos)).tolist()):
@@ -93,7 +90,6 @@ def summarise_manifest(
                     key = scanned.combo_keys[combo]
                     params, seen = per_key.get(key, (scanned.combos[combo], 0))
                     per_key[key] = (params, seen + count)
-            start += batch.num_rows
     summary = ManifestSummary(
         uri=uri,
         rows=rows,

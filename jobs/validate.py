@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.files import DEFAULT_WORKERS, check_images
-from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet, repeated_values
-from jobs.scan import BatchScanner, column_warnings, layout_of
+from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet, repeated_values, scan_batches
+from jobs.scan import column_warnings, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, REQUIRED_COLUMNS, RowProblem
 from nst_core.params import StyleParams
 
@@ -88,13 +88,11 @@ def validate_manifest(
         if total == 0:
             report.warnings.append("the manifest has no rows")
         collector = _Collector(total, max_problems)
-        scanner = BatchScanner(layout, defaults)
         ids: list[pa.Array] = []
         names: list[pa.Array] = []
         inputs: dict[str, list[pa.Array]] = {c: [] for c in REQUIRED_COLUMNS}
-        start = 0
-        for batch in iter_batches(parquet, uri, batch_rows):
-            scanned = scanner.scan(batch, start)
+        for scanned in scan_batches(parquet, uri, layout, defaults, batch_rows):
+            batch, start = scanned.batch, scanned.start
             row_ids = scanned.row_ids
             for i in sorted(scanned.issues):
                 issues = scanned.issues[i]
@@ -113,7 +111,6 @@ def validate_manifest(
                 for column, arr in (("content_uri", scanned.content), ("style_uri", scanned.style)):
                     usable = arr.filter(pa.array(~scanned.bad_uri[column]))
                     inputs[column].append(pc.unique(usable).cast(pa.large_string()))
-            start += batch.num_rows
 
         all_ids = pa.chunked_array(ids, pa.large_string())
         repeated = repeated_values(ids)

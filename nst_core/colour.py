@@ -51,6 +51,8 @@ def combine_luminance(y: Tensor, content: Tensor) -> Tensor:
 
 
 def _sym_power(cov: Tensor, power: float) -> Tensor:
+    evals: Tensor
+    evecs: Tensor
     evals, evecs = torch.linalg.eigh(cov)
     return evecs @ torch.diag(evals.clamp_min(1e-10).pow(power)) @ evecs.T
 

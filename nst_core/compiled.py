@@ -12,11 +12,13 @@ Backend = str | Callable[..., object]
 
 
 def _call(objective: nn.Module, x: Tensor) -> Tensor:
-    return objective(x)
+    terms: Tensor = objective(x)
+    return terms
 
 
 def _loss_and_grad(fn: Callable[[nn.Module, Tensor], Tensor], objective: nn.Module, x: Tensor) -> Tensor:
-    """[B, 4] loss terms of objective(x), detached; x.grad becomes the gradient of their column 0 summed.
+    """[B, len(losses.LOSS_TERMS)] loss terms of objective(x), detached; x.grad becomes the gradient of their
+    column 0 (the total) summed.
 
     Summing over the batch gives every image exactly its own gradient (the losses are per image).
     """
@@ -58,7 +60,7 @@ class StepFunction:
             if not hasattr(torch, "compile"):  # pragma: no cover - every supported torch has it
                 self.error = "torch.compile is not available in this torch build"
             else:
-                self.compiled = torch.compile(_call, backend=backend, mode=mode)  # type: ignore[arg-type]
+                self.compiled = torch.compile(_call, backend=backend, mode=mode)
 
     @property
     def is_compiled(self) -> bool:

@@ -18,6 +18,7 @@ from nst_core.colour import combine_luminance, luminance, match_color_histogram,
 from nst_core.compiled import Backend, StepFunction
 from nst_core.images import resize_long_side, resize_to, resized_shape
 from nst_core.losses import (
+    LOSS_TERMS,
     ContentLoss,
     StyleLoss,
     StyleLossW2,
@@ -40,13 +41,12 @@ from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
 
-_COLUMNS = ("total", "content", "style", "tv")
-
 
 @dataclass
 class LossCurve:
-    """Losses every `log_every` steps and after the last step. Terms are weighted (α·L_c, β·L_s, tv·L_tv),
-    so content + style + tv = total. `step` counts updates from the start of the run across stages."""
+    """Losses every `log_every` steps and after the last step: one list per name of `LOSS_TERMS`. Terms
+    are weighted (α·L_c, β·L_s, tv·L_tv), so content + style + tv = total. `step` counts updates from the
+    start of the run across stages."""
 
     step: list[int]
     total: list[float]
@@ -62,7 +62,7 @@ class ImageResult:
     """[3, H, W] float32 on the CPU, in [0, 1]."""
     curve: LossCurve
     final: dict[str, float]
-    """total, content, style, tv of the returned image."""
+    """The `LOSS_TERMS` of the returned image."""
     steps_run: int
     """Updates applied over all stages; fewer than planned when early stopping fired."""
     style_weights: tuple[float, ...] = ()
@@ -83,9 +83,9 @@ class StepReport:
 class _StageLog:
     offset: int
     steps: list[int]
-    values: Tensor  # [K, B, 4] on device until the end of the run
+    values: Tensor  # [K, B, len(LOSS_TERMS)] on device until the end of the run
     steps_run: Tensor  # [B]
-    final: Tensor  # [B, 4]
+    final: Tensor  # [B, len(LOSS_TERMS)]
     final_replaces_last: bool = False
     """The final row is the returned image's loss even where a logged row has its step: with `ema_decay`
     that row holds the iterate's loss, the final one the average's."""
@@ -152,7 +152,7 @@ class _MovingAverage:
 
 
 class _Objective(nn.Module):
-    """[B, 4] per image: total, α·L_c, β·L_s, tv·L_tv of the pixels x.
+    """[B, len(LOSS_TERMS)] per image: total, α·L_c, β·L_s, tv·L_tv of the pixels x (LOSS_TERMS' order).
 
     One module per optimisation stage with its targets as buffers, so a compiled step treats them as
     graph inputs and reuses one graph for every batch of the same shape and settings.
@@ -584,7 +584,7 @@ class Stylizer:
             opt = torch.optim.SGD([x], lr=params.lr)
 
         log_steps = list(range(0, steps, params.log_every))
-        values = torch.zeros(len(log_steps), batch, 4, device=self.device)
+        values = torch.zeros(len(log_steps), batch, len(LOSS_TERMS), device=self.device)
         steps_run = torch.zeros(batch, dtype=torch.long, device=self.device)
         early = params.early_stop > 0
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
@@ -624,8 +624,8 @@ class Stylizer:
                     # An image that stopped early keeps its pixels while the rest of the batch goes on.
                     x.copy_(torch.where(_per_image(active, x), x, x_old))
                 if state_old is not None:
-                    for k, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
-                        moment = opt.state[x][k]
+                    for key, old in zip(("exp_avg", "exp_avg_sq"), state_old, strict=True):
+                        moment = opt.state[x][key]
                         moment.copy_(torch.where(_per_image(active, x), moment, old))
                 steps_run += active
                 if ema is not None:
@@ -687,19 +687,13 @@ class Stylizer:
                 elif replaces[stage] and rows[-1][0] == stage:
                     rows[-1] = (stage, offset + ran, final[b].tolist())
             last = host[-1][4][b].tolist()
-            curve = LossCurve(
-                step=[r[1] for r in rows],
-                total=[r[2][0] for r in rows],
-                content=[r[2][1] for r in rows],
-                style=[r[2][2] for r in rows],
-                tv=[r[2][3] for r in rows],
-                stage=[r[0] for r in rows],
-            )
+            series = {name: [r[2][k] for r in rows] for k, name in enumerate(LOSS_TERMS)}
+            curve = LossCurve(step=[r[1] for r in rows], stage=[r[0] for r in rows], **series)
             out.append(
                 ImageResult(
                     image=images[b].clone(),
                     curve=curve,
-                    final=dict(zip(_COLUMNS, last, strict=True)),
+                    final=dict(zip(LOSS_TERMS, last, strict=True)),
                     steps_run=int(sum(int(h[3][b]) for h in host)),
                     style_weights=tuple(float(v[b]) for v in betas if v is not None),
                 )
@@ -836,20 +830,28 @@ def _lbfgs(
     values = (
         torch.stack([firsts[s] for s in logged])
         if logged
-        else torch.zeros(0, 1, 4, device=x.device)
+        else torch.zeros(0, 1, len(LOSS_TERMS), device=x.device)
     )
     steps_run = torch.full((1,), done, dtype=torch.long, device=x.device)
     return x.detach(), _StageLog(offset, logged, values, steps_run, final)
 
 def stylize_one(
-    model: VGGFeatures, content: Tensor, style: Tensor | Style, params: StyleParams, **kwargs: object
+    model: VGGFeatures,
+    content: Tensor,
+    style: Tensor | Style,
+    params: StyleParams,
+    *,
+    cache: MutableMapping[Hashable, StyleTargets] | None = None,
+    init_images: Sequence[Tensor] | None = None,
+    callback: Callable[[StepReport], None] | None = None,
 ) -> ImageResult:
-    """Convenience wrapper: one content, one style image (or Style)."""
+    """Convenience wrapper: one content, one style image (or Style); the keywords are `Stylizer.stylize`'s."""
     s = style if isinstance(style, Style) else Style((style,))
-    return Stylizer(model).stylize([content], s, params, **kwargs)[0]  # type: ignore[arg-type]
+    return Stylizer(model).stylize([content], s, params, cache=cache, init_images=init_images, callback=callback)[0]
 
 
 __all__ = [
+    "LOSS_TERMS",
     "AdamCarry",
     "ImageResult",
     "LossCurve",

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nst_core.formats import OUTPUT_FORMATS
+
 DEFAULT_MAX_PIXELS: int = 89_478_485
 """Pixel-count limit against decompression bombs (PIL's own default, ~ 0.25 GB of 24-bit RGB)."""
 
@@ -55,7 +57,7 @@ def reduce_factor(width: int, height: int, long_side: int | None) -> int:
 
 
 def decode_image(
-    data: bytes | BinaryIO | str | os.PathLike,
+    data: bytes | BinaryIO | str | os.PathLike[str],
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -79,7 +81,7 @@ def decode_image(
     if isinstance(data, (bytes, bytearray, memoryview)):
         if len(data) == 0:
             raise ImageError(f"{label}: empty file")
-        stream: BinaryIO | str | os.PathLike = io.BytesIO(bytes(data))
+        stream: BinaryIO | str | os.PathLike[str] = io.BytesIO(bytes(data))
     else:
         stream = data
     if isinstance(stream, (str, os.PathLike)):
@@ -92,7 +94,8 @@ def decode_image(
         with warnings.catch_warnings():
             # `max_pixels` is checked below from the header alone; PIL's warning is silenced here only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open_with_limit(stream, max_pixels) as img:
+            img = _open_with_limit(stream, max_pixels)
+            with img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -123,7 +126,7 @@ def decode_image(
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def _open_with_limit(stream: BinaryIO | str | os.PathLike, max_pixels: int) -> Image.Image:
+def _open_with_limit(stream: BinaryIO | str | os.PathLike[str], max_pixels: int) -> Image.Image:
     """`Image.open` with PIL's own bomb limit (it refuses above twice `Image.MAX_IMAGE_PIXELS`) set to
     `max_pixels` for this call only: raised or lowered with it, and the global left as it was."""
     with _PIL_LIMIT_LOCK:
@@ -152,7 +155,7 @@ def _reduced(img: Image.Image, factor: int) -> Image.Image:
 
 def _default_name(data: object) -> str:
     if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)  # type: ignore[return-value]
+        return os.fspath(data)
     return str(
         getattr(data, "name", "<bytes>" if isinstance(data, (bytes, bytearray, memoryview)) else "<stream>")
     )
@@ -184,13 +187,14 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 
 def encode_image(image: torch.Tensor, fmt: str = "png", quality: int = 95) -> bytes:
-    """[3, H, W] in [0, 1] → encoded bytes (png, jpeg/jpg, webp, …), rounded to 8 bits."""
+    """[3, H, W] in [0, 1] → encoded bytes, rounded to 8 bits. `fmt`: a key or value of
+    `formats.OUTPUT_FORMATS` (png, jpg/jpeg, webp: what a run writes) or another format PIL can save."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a [3, H, W] image, got shape {tuple(image.shape)}")
     array = (
         (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     )
-    pil_format = {"jpg": "JPEG", "jpeg": "JPEG"}.get(fmt.lower(), fmt.upper())
+    pil_format = OUTPUT_FORMATS.get(fmt.lower(), fmt).upper()
     buf = io.BytesIO()
     kwargs = {"quality": quality} if pil_format in ("JPEG", "WEBP") else {}
     Image.fromarray(array, mode="RGB").save(buf, format=pil_format, **kwargs)

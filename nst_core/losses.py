@@ -16,6 +16,11 @@ from torch import Tensor, nn
 
 from nst_core.params import W2_NEWTON_SCHULZ_ITERATIONS, Distance, StyleNormalization
 
+LOSS_TERMS: tuple[str, ...] = ("total", "content", "style", "tv")
+"""Names of the loss terms, in the order of the engine objective's columns ([B, len(LOSS_TERMS)]): the
+keys of `ImageResult.final` and the series of `LossCurve`. The total comes first (the optimisers
+minimise column 0); content, style and tv are weighted (α·L_content, β·L_style, tv·L_tv) and sum to it."""
+
 
 def _dist(x: Tensor, distance: Distance | str) -> Tensor:
     """Elementwise distance d(x): x² (the paper) or |x| (mean-absolute-error variant)."""
@@ -117,7 +122,7 @@ def sqrtm_newton_schulz(a: Tensor, iterations: int = W2_NEWTON_SCHULZ_ITERATIONS
     """
     with _fp32(a):
         a = _wide(a)
-        norm = torch.linalg.matrix_norm(a).clamp_min(1e-30)[..., None, None]  # a zero matrix stays zero
+        norm: Tensor = torch.linalg.matrix_norm(a).clamp_min(1e-30)[..., None, None]  # a zero matrix stays zero
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
         y, z = a / norm, eye
         for _ in range(iterations):
@@ -174,12 +179,9 @@ def total_loss(
     alpha: float,
     beta: float | Tensor,
     tv_weight: float,
-    content_ratio: float | None = None,
 ) -> Tensor:
-    """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior), or the convex form
-    λ·L_content + (1 − λ)·L_style + tv·L_tv when `content_ratio` λ is given."""
-    if content_ratio is not None:
-        alpha, beta = content_ratio, 1.0 - content_ratio
+    """α·L_content + β·L_style + tv·L_tv (Gatys 2016 eq. 7 plus a TV prior). The convex form of
+    `content_ratio` λ is α = λ, β = 1 − λ, which the engine's objective sets before calling this."""
     return alpha * content + beta * style + tv_weight * tv
 
 
@@ -195,6 +197,8 @@ def tv_loss(image: Tensor) -> Tensor:
 class ContentLoss(nn.Module):
     """½ Σ d(F − P) against a fixed target P (held as a buffer): [B]."""
 
+    target: Tensor
+
     def __init__(self, target: Tensor, distance: Distance | str = Distance.squared) -> None:
         super().__init__()
         self.register_buffer("target", target.detach().float())
@@ -206,6 +210,8 @@ class ContentLoss(nn.Module):
 
 class StyleLoss(nn.Module):
     """E_l against a fixed normalised Gram Â = A / M_l^style ([1,N,N] shared or [B,N,N] per image): [B]."""
+
+    target: Tensor
 
     def __init__(
         self,
@@ -229,6 +235,10 @@ class StyleLoss(nn.Module):
 
 class StyleLossW2(nn.Module):
     """W2²/N_l against fixed Gaussian targets μ_s, Σ_s, Σ_s^½ (buffers; shared [1, …] or per image [B, …]): [B]."""
+
+    mean: Tensor
+    cov: Tensor
+    cov_sqrt: Tensor
 
     def __init__(self, mean: Tensor, cov: Tensor, cov_sqrt: Tensor) -> None:
         super().__init__()
@@ -267,6 +277,7 @@ def layer_weights(layers: Sequence[str], weights: Sequence[float] | None) -> tup
 
 
 __all__ = [
+    "LOSS_TERMS",
     "ContentLoss",
     "StyleLoss",
     "StyleLossW2",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,23 @@ from nst_core.params import Pooling, PreserveColor, StyleParams
 from nst_core.precision import conv_precision
 from nst_core.targets import StyleTargets
 from nst_core.vgg import VGGFeatures
+
+CONTENT_DIST = "content_dist"
+GRAM_ERR = "gram_err"
+SSIM = "ssim"
+COLOUR_DIST_STYLE = "colour_dist_style"
+COLOUR_DIST_CONTENT = "colour_dist_content"
+CLIPPED = "clipped"
+METRIC_NAMES: tuple[str, ...] = (CONTENT_DIST, GRAM_ERR, SSIM, COLOUR_DIST_STYLE, COLOUR_DIST_CONTENT, CLIPPED)
+"""The headline metrics of `row_metrics` (meanings in docs/metrics.md); colour_dist_content only when
+colour is preserved. Per-layer metrics add `layer_metric(CONTENT_DIST, layer)` (several content layers)
+and `layer_metric(GRAM_ERR, layer)` (every style layer)."""
+
+
+def layer_metric(metric: str, layer: str) -> str:
+    """The name of `metric` for one VGG layer: `content_dist_relu4_2`, `gram_err_relu1_1`."""
+    return f"{metric}_{layer}"
+
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -88,7 +104,7 @@ def feature_metrics_per_image(
 ) -> list[dict[str, float]]:
     """One dict per image of `output`; see `feature_metrics` for the keys."""
     out, ref = _pair(output, content, "content")
-    dev = cast(Tensor, model.mean).device
+    dev = model.mean.device
     out, ref = out.to(dev).float(), ref.to(dev).float()
     grams = style_targets.grams if isinstance(style_targets, StyleTargets) else dict(style_targets)
     if isinstance(style_targets, StyleTargets) and Pooling(style_targets.pooling) is not Pooling(params.pooling):
@@ -117,8 +133,8 @@ def feature_metrics_per_image(
         num_sum += num
         den_sum += den
         if len(content_layers) > 1:
-            metrics[f"content_dist_{name}"] = _relative(num.sqrt(), den.sqrt())
-    metrics["content_dist"] = _relative(num_sum.sqrt(), den_sum.sqrt())
+            metrics[layer_metric(CONTENT_DIST, name)] = _relative(num.sqrt(), den.sqrt())
+    metrics[CONTENT_DIST] = _relative(num_sum.sqrt(), den_sum.sqrt())
     weights = layer_weights(style_layers, params.style_layer_weights)
     total_w = sum(weights)
     gram_err = torch.zeros(batch, dtype=torch.float64, device=dev)
@@ -131,9 +147,9 @@ def feature_metrics_per_image(
         err = _relative(
             torch.linalg.matrix_norm(g_hat - a_hat), torch.linalg.matrix_norm(a_hat).expand(batch)
         )
-        metrics[f"gram_err_{name}"] = err
+        metrics[layer_metric(GRAM_ERR, name)] = err
         gram_err += (w / total_w if total_w > 0 else 1.0 / len(style_layers)) * err
-    metrics["gram_err"] = gram_err
+    metrics[GRAM_ERR] = gram_err
     host = {k: v.cpu().tolist() for k, v in metrics.items()}
     return [{k: float(v[b]) for k, v in host.items()} for b in range(batch)]
 
@@ -229,6 +245,8 @@ def _lab_pixels(image: Tensor) -> Tensor:
 
 
 def _sqrtm_psd(m: Tensor) -> Tensor:
+    evals: Tensor
+    evecs: Tensor
     evals, evecs = torch.linalg.eigh((m + m.T) / 2)
     return evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
 
@@ -280,12 +298,12 @@ def image_metrics(
         bool(preserve_color) if isinstance(preserve_color, bool) else PreserveColor(preserve_color) is not PreserveColor.none
     )
     metrics = {
-        "ssim": ssim_luminance(output, content),
-        "colour_dist_style": colour_distance(output, style),
-        "clipped": clipped_fraction(output),
+        SSIM: ssim_luminance(output, content),
+        COLOUR_DIST_STYLE: colour_distance(output, style),
+        CLIPPED: clipped_fraction(output),
     }
     if preserved:
-        metrics["colour_dist_content"] = colour_distance(output, content)
+        metrics[COLOUR_DIST_CONTENT] = colour_distance(output, content)
     return metrics
 
 
@@ -305,6 +323,13 @@ def row_metrics(
 
 
 __all__ = [
+    "CLIPPED",
+    "COLOUR_DIST_CONTENT",
+    "COLOUR_DIST_STYLE",
+    "CONTENT_DIST",
+    "GRAM_ERR",
+    "METRIC_NAMES",
+    "SSIM",
     "clipped_fraction",
     "colour_distance",
     "feature_metrics",
@@ -312,6 +337,7 @@ __all__ = [
     "gaussian_frechet",
     "image_metrics",
     "lab_to_rgb",
+    "layer_metric",
     "rgb_to_lab",
     "row_metrics",
     "ssim_luminance",

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -252,8 +253,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def validate_params(p: StyleParams) -> list[str]:
-    """Every problem with a parameter set, as messages naming the field; empty when valid."""
+def validate_params(p: StyleParams | SimpleNamespace) -> list[str]:
+    """Every problem with a parameter set, as messages naming the field; empty when valid.
+
+    Only attributes are read, so `p` may also be a SimpleNamespace with StyleParams' fields: a candidate
+    judged before it is built (the manifest scanner does this to report every bad column at once)."""
     from nst_core.layers import ALL_LAYER_NAMES  # local: layers imports nothing heavy, avoids a cycle
 
     problems: list[str] = []
@@ -266,14 +270,14 @@ def validate_params(p: StyleParams) -> list[str]:
         elif nonneg and value < 0:
             problems.append(f"{name} must be >= 0, got {value!r}")
 
-    for name, value in (
+    for name, count in (
         ("size", p.size),
         ("steps", p.steps),
         ("log_every", p.log_every),
         ("lbfgs_history", p.lbfgs_history),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            problems.append(f"{name} must be a positive integer, got {count!r}")
     if isinstance(p.size, int) and p.size > MAX_SIZE:
         problems.append(f"size must be <= {MAX_SIZE}, got {p.size}")
     if isinstance(p.steps, int) and p.steps > MAX_STEPS:

@@ -137,6 +137,7 @@ class _FEnv(ctypes.Structure):
     """glibc's x86-64 `fenv_t`: the x87 environment, then MXCSR (the SSE control and status register)."""
 
     _fields_ = [("x87", ctypes.c_ubyte * 28), ("mxcsr", ctypes.c_uint32)]
+    mxcsr: int  # ctypes reads a c_uint32 field as a Python int
 
 
 class _PoolFlusher:

@@ -202,12 +202,13 @@ def compute_style_targets(
     moments: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
     if w2:
         for name, pairs in per_image.items():
-            mean = sum(w * m for w, (m, _) in zip(blend, pairs, strict=True))
-            cov = sum(
-                w * (c + torch.outer(m - mean, m - mean)) for w, (m, c) in zip(blend, pairs, strict=True)
+            mu = sum(w * m for w, (m, _) in zip(blend, pairs, strict=True))
+            assert isinstance(mu, Tensor)
+            sigma = sum(
+                w * (c + torch.outer(m - mu, m - mu)) for w, (m, c) in zip(blend, pairs, strict=True)
             )
-            assert isinstance(mean, Tensor) and isinstance(cov, Tensor)
-            moments[name] = (mean, cov, sqrtm_newton_schulz(cov))
+            assert isinstance(sigma, Tensor)
+            moments[name] = (mu, sigma, sqrtm_newton_schulz(sigma))
     return StyleTargets(
         grams,
         long_side,

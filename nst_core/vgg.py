@@ -31,7 +31,7 @@ class WeightsError(RuntimeError):
     """VGG weights could not be obtained or are not a usable VGG state dict."""
 
 
-WeightsSpec = str | os.PathLike | BinaryIO | Mapping[str, Tensor]
+WeightsSpec = str | os.PathLike[str] | BinaryIO | Mapping[str, Tensor]
 
 
 class VGGFeatures(nn.Module):
@@ -43,6 +43,8 @@ class VGGFeatures(nn.Module):
     arch: Arch
     weights_source: str
     weights_sha256: str | None
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, features: nn.Sequential, arch: Arch, weights_source: str, weights_sha256: str | None):
         super().__init__()
@@ -167,7 +169,8 @@ def load_vgg(
 def _imagenet_weights_url(arch: Arch) -> str:
     """URL of torchvision's IMAGENET1K_V1 checkpoint for `arch` (a separate function so tests can point it at 127.0.0.1)."""
     enum = {Arch.vgg19: torchvision.models.VGG19_Weights, Arch.vgg16: torchvision.models.VGG16_Weights}[arch]
-    return enum.IMAGENET1K_V1.url
+    url: str = enum.IMAGENET1K_V1.url
+    return url
 
 
 def imagenet_checkpoint(arch: Arch | str = Arch.vgg19) -> Path:
@@ -279,6 +282,7 @@ def _from_state_dict(
             f"weights {source}: not a {arch.value} state dict (missing {missing[:4]}{'…' if len(missing) > 4 else ''}, "
             f"unexpected {unexpected[:4]}{'…' if len(unexpected) > 4 else ''})"
         )
+    tensors: dict[str, Tensor] = {}
     for key, ref in expected.items():
         value = picked[key]
         if not isinstance(value, Tensor) or value.shape != ref.shape:
@@ -289,7 +293,8 @@ def _from_state_dict(
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             # NaN/inf weights give NaN losses and an all-black image for every row, silently "done".
             raise WeightsError(f"weights {source}: weights contain non-finite values (NaN or inf) in {key}")
-    features.load_state_dict({k: picked[k].float() for k in expected}, assign=True)
+        tensors[key] = value
+    features.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
     return VGGFeatures(features, arch, source, digest)
 
 

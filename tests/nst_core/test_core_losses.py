@@ -128,7 +128,7 @@ def test_tv_loss_and_total_forms() -> None:
     assert tv_loss(x).item() == pytest.approx((3**2 + 2**2) + (1**2 + 0**2))
     c, s, t = torch.tensor([2.0]), torch.tensor([3.0]), torch.tensor([5.0])
     assert total_loss(c, s, t, alpha=1, beta=10, tv_weight=0.1).item() == pytest.approx(2 + 30 + 0.5)
-    convex = total_loss(c, s, t, alpha=1, beta=10, tv_weight=0.0, content_ratio=0.25).item()
+    convex = total_loss(c, s, t, alpha=0.25, beta=1 - 0.25, tv_weight=0.0).item()
     assert convex == pytest.approx(0.25 * 2 + 0.75 * 3)
 
 
