@@ -14,12 +14,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from nst_core.names import LOSS_TERMS
 from nst_core.params import W2_NEWTON_SCHULZ_ITERATIONS, Distance, StyleNormalization
-
-LOSS_TERMS: tuple[str, ...] = ("total", "content", "style", "tv")
-"""Names of the loss terms, in the order of the engine objective's columns ([B, len(LOSS_TERMS)]): the
-keys of `ImageResult.final` and the series of `LossCurve`. The total comes first (the optimisers
-minimise column 0); content, style and tv are weighted (α·L_content, β·L_style, tv·L_tv) and sum to it."""
 
 
 def _dist(x: Tensor, distance: Distance | str) -> Tensor:

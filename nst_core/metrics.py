@@ -20,27 +20,20 @@ from torch import Tensor
 from nst_core.colour import luminance
 from nst_core.images import resize_to
 from nst_core.losses import gram, layer_weights
+from nst_core.names import (
+    CLIPPED,
+    COLOUR_DIST_CONTENT,
+    COLOUR_DIST_STYLE,
+    CONTENT_DIST,
+    GRAM_ERR,
+    METRIC_NAMES,
+    SSIM,
+    layer_metric,
+)
 from nst_core.params import Pooling, PreserveColor, StyleParams
 from nst_core.precision import conv_precision
 from nst_core.targets import StyleTargets
 from nst_core.vgg import VGGFeatures
-
-CONTENT_DIST = "content_dist"
-GRAM_ERR = "gram_err"
-SSIM = "ssim"
-COLOUR_DIST_STYLE = "colour_dist_style"
-COLOUR_DIST_CONTENT = "colour_dist_content"
-CLIPPED = "clipped"
-METRIC_NAMES: tuple[str, ...] = (CONTENT_DIST, GRAM_ERR, SSIM, COLOUR_DIST_STYLE, COLOUR_DIST_CONTENT, CLIPPED)
-"""The headline metrics of `row_metrics` (meanings in docs/metrics.md); colour_dist_content only when
-colour is preserved. Per-layer metrics add `layer_metric(CONTENT_DIST, layer)` (several content layers)
-and `layer_metric(GRAM_ERR, layer)` (every style layer)."""
-
-
-def layer_metric(metric: str, layer: str) -> str:
-    """The name of `metric` for one VGG layer: `content_dist_relu4_2`, `gram_err_relu1_1`."""
-    return f"{metric}_{layer}"
-
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from jobs.names import IMAGE_FORMATS
 from nst_core.params import Arch, StyleParams
 from pipeline.cli.options import (
     ArchOpt,
@@ -26,21 +27,17 @@ from pipeline.cli.options import (
 from pipeline.store.fs import parse_storage_options
 from pipeline.store.masking import mask_uri
 
-IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-
-
 console = Console(stderr=True)
 
 
 def sidecar_paths(output: str) -> tuple[str, str, str]:
     """(image format, curve URI, JSON URI) for an output image URI; rejects unknown extensions."""
     suffix = PurePosixPath(output).suffix.lower()
-    if suffix not in IMAGE_FORMATS:
-        raise typer.BadParameter(
-            f"output {output!r} must end in one of {', '.join(IMAGE_FORMATS)}", param_hint="--output"
-        )
+    if suffix.removeprefix(".") not in IMAGE_FORMATS:
+        choices = ", ".join(f".{ext}" for ext in IMAGE_FORMATS)
+        raise typer.BadParameter(f"output {output!r} must end in one of {choices}", param_hint="--output")
     stem = output[: -len(suffix)]
-    return IMAGE_FORMATS[suffix], f"{stem}.curve.parquet", f"{stem}.json"
+    return IMAGE_FORMATS[suffix.removeprefix(".")], f"{stem}.curve.parquet", f"{stem}.json"
 
 
 def parse_blend(text: str | None, count: int) -> tuple[float, ...] | None:

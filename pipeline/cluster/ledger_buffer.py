@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from nst_core.names import LOSS_TERMS
 from pipeline.cluster.outage import OutagePolicy
 from pipeline.cluster.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask
 from pipeline.store.errors import is_storage_error
@@ -50,10 +51,6 @@ def row_record(
         started_at=started,
         finished_at=finished,
         seconds=(finished - started).total_seconds() if started is not None else None,
-        loss_total=final.get("total"),
-        loss_content=final.get("content"),
-        loss_style=final.get("style"),
-        loss_tv=final.get("tv"),
         steps_run=row.steps_run if row is not None else None,
         batch_id=spec.batch_id if spec is not None else None,
         batch_size=len(spec.rows) if spec is not None else None,
@@ -68,6 +65,7 @@ def row_record(
         metadata=task.metadata,
         params=nondefault_params(task.params),
         optimise_seconds=row.optimise_seconds if row is not None and done else None,
+        **{f"loss_{term}": final.get(term) for term in LOSS_TERMS},
         metrics_error=mask_text(row.metrics_error, storage_options, uris) if row is not None and row.metrics_error else None,
     )
 

@@ -80,7 +80,7 @@ def min_side(params: StyleParams) -> int:
         if match:
             block = int(match.group(2))
             pools = max(pools, block if match.group(1) == "pool" else block - 1)
-    return 2**pools
+    return int(2**pools)
 
 
 def check_shape(image: torch.Tensor, long_side: int, need: int, label: str) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from nst_core.names import LOSS_TERMS
+
 CURVE_POINTS = 48
 """Loss-curve points kept per row (evenly spaced, first and last kept): bounds the report's size."""
-CURVE_SERIES = ("total", "content", "style", "tv")
+CURVE_SERIES = LOSS_TERMS
 
 
 def downsample(n: int, keep: int = CURVE_POINTS) -> list[int]:

@@ -10,9 +10,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nst_core.names import LOSS_TERMS
+
 WIDTH = 300
 HEIGHT = 150
-SERIES = ("total", "content", "style", "tv")
+SERIES = LOSS_TERMS
 
 
 def curve_plot(curve: Mapping[str, Sequence[float]], *, width: int = WIDTH, height: int = HEIGHT) -> dict[str, Any] | None:

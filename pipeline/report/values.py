@@ -13,9 +13,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from nst_core.names import LOSS_TERMS
+
 METRIC_PREFIX = "metric_"
 METRICS_JSON_COLUMN = "metrics"
-LOSS_COLUMNS = ("loss_total", "loss_content", "loss_style", "loss_tv")
+LOSS_COLUMNS = tuple(f"loss_{term}" for term in LOSS_TERMS)
 RECORD_VALUES = (*LOSS_COLUMNS, "optimise_seconds", "seconds", "steps_run")
 """Ledger columns every done row may show besides its metrics, in the order the page lists them."""
 

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nst_core.engine import LossCurve
+from nst_core.names import LOSS_TERMS
+
+if TYPE_CHECKING:
+    from nst_core.engine import LossCurve
 
 CURVE_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("step", pa.int32()),
-        ("total", pa.float64()),
-        ("content", pa.float64()),
-        ("style", pa.float64()),
-        ("tv", pa.float64()),
-    ]
+    [("row_id", pa.string()), ("step", pa.int32()), *((term, pa.float64()) for term in LOSS_TERMS)]
 )
+"""Long format: one line per (row, logged step), one column per loss term."""
 
 
 def curves_table(row_ids: Sequence[str], curves: Sequence[LossCurve]) -> pa.Table:
@@ -29,7 +27,7 @@ def curves_table(row_ids: Sequence[str], curves: Sequence[LossCurve]) -> pa.Tabl
         n = len(curve.step)
         columns["row_id"] += [row_id] * n
         columns["step"] += list(curve.step)
-        for name in ("total", "content", "style", "tv"):
+        for name in LOSS_TERMS:
             columns[name] += [float(v) for v in getattr(curve, name)]
     return pa.table(columns, schema=CURVE_SCHEMA)
 

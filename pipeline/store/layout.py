@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jobs.names import IMAGE_FORMATS, extension_of, output_name_problem, row_id_problem
+from jobs.names import DEFAULT_EXTENSION, IMAGE_FORMATS, image_format, output_name_problem, row_id_problem
 from pipeline.store.bounded import bounded
 from pipeline.store.errors import StorageError
 from pipeline.store.fs import TMP_PREFIX, filesystem, is_local, join
 from pipeline.store.masking import mask_uri
 
-__all__ = ["IMAGE_FORMATS", "TMP_PREFIX"]
+__all__ = ["IMAGE_FORMATS", "TMP_PREFIX", "image_format"]
 
 
 IMAGES_DIR = "images"
@@ -36,9 +36,6 @@ RUN_JSON = "run.json"
 
 
 LEASE = "_lease.json"
-
-
-DEFAULT_EXTENSION = "png"
 
 
 class OutputNameError(ValueError):
@@ -60,11 +57,6 @@ def validate_row_id(row_id: str) -> str:
     if problem is not None:
         raise OutputNameError(problem)
     return row_id
-
-
-def image_format(name: str) -> str:
-    """Encoder format for an image name, from its extension."""
-    return IMAGE_FORMATS[extension_of(name)]
 
 
 class OutputLayout:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from nst_core.names import LOSS_TERMS, METRIC_NAMES
 from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, format_field
 from pipeline.store.masking import mask_text, mask_uri
 
@@ -67,10 +68,7 @@ LEDGER_SCHEMA = pa.schema(
         ("started_at", pa.timestamp("us", tz="UTC")),
         ("finished_at", pa.timestamp("us", tz="UTC")),
         ("seconds", pa.float64()),
-        ("loss_total", pa.float64()),
-        ("loss_content", pa.float64()),
-        ("loss_style", pa.float64()),
-        ("loss_tv", pa.float64()),
+        *((f"loss_{term}", pa.float64()) for term in LOSS_TERMS),
         ("steps_run", pa.int32()),
         ("batch_id", pa.string()),
         ("batch_size", pa.int32()),
@@ -82,20 +80,7 @@ LEDGER_SCHEMA = pa.schema(
         ("output_uri", pa.string()),
         ("curve_uri", pa.string()),
         ("metadata", pa.string()),
-        *[
-            (name, pa.float64())
-            for name in (
-                "metric_" + m
-                for m in (
-                    "content_dist",
-                    "gram_err",
-                    "ssim",
-                    "colour_dist_style",
-                    "colour_dist_content",
-                    "clipped",
-                )
-            )
-        ],
+        *((f"metric_{name}", pa.float64()) for name in METRIC_NAMES),
         ("metrics", pa.string()),
         ("params", pa.string()),
         ("optimise_seconds", pa.float64()),
