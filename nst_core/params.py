@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Arch(str, Enum):
@@ -141,6 +141,20 @@ MAX_LBFGS_HISTORY = 1000
 """Most L-BFGS curvature pairs: each holds two copies of the image, so 1000 at 1024 px is ~25 GB."""
 
 
+_T = TypeVar("_T")
+
+
+def _help(default: _T, text: str) -> _T:
+    """A field whose one-line help (the `--option` help of the CLI) is kept beside it, so a new field brings
+    its help with it: `field_help(name)` reads it back."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+def field_help(name: str) -> str:
+    """The one-line help of a `StyleParams` field."""
+    return str(next(f for f in dataclasses.fields(StyleParams) if f.name == name).metadata["help"])
+
+
 @dataclass(frozen=True, kw_only=True)
 class StyleParams:
     """Everything that shapes one stylised image.
@@ -151,56 +165,56 @@ class StyleParams:
     The default style_weight of 1e6 with content_weight 1 sits in that range.
     """
 
-    size: int = 512
-    steps: int = 500
-    optimizer: OptimizerName = OptimizerName.adam
-    lr: float = 0.02
-    init: Init = Init.content
-    seed: int = 0
-    content_weight: float = 1.0
-    style_weight: float = 1e6
-    tv_weight: float = 0.0
-    content_ratio: float | None = None
+    size: int = _help(512, 'Long side of the output in pixels (the content image is resized to it).')
+    steps: int = _help(500, 'Optimisation steps.')
+    optimizer: OptimizerName = _help(OptimizerName.adam, 'Optimiser over the pixels.')
+    lr: float = _help(0.02, 'Step size of Adam and gd. L-BFGS ignores it: its strong-Wolfe line search picks every step.')
+    init: Init = _help(Init.content, "Starting image: the content, seeded noise (the paper's choice) or the style.")
+    seed: int = _help(0, 'Seed for noise initialisation.')
+    content_weight: float = _help(1.0, 'α, weight of the content loss.')
+    style_weight: float = _help(1e6, 'β, weight of the style loss.')
+    tv_weight: float = _help(0.0, 'Weight of the total-variation smoothness loss.')
+    content_ratio: float | None = _help(None, 'λ in [0,1]: use the convex form λ·content + (1−λ)·style instead of α/β.')
     """λ for the convex form λ·L_content + (1 − λ)·L_style; when set, content/style weights are ignored."""
-    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
-    content_layer_weights: tuple[float, ...] | None = None
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None
+    content_layers: tuple[str, ...] = _help(DEFAULT_CONTENT_LAYERS, 'Comma-separated content layers.')
+    content_layer_weights: tuple[float, ...] | None = _help(None, 'Comma-separated weights, one per content layer (default: equal).')
+    style_layers: tuple[str, ...] = _help(DEFAULT_STYLE_LAYERS, 'Comma-separated style layers.')
+    style_layer_weights: tuple[float, ...] | None = _help(None, 'Comma-separated w_l, one per style layer (default: 1/number of layers).')
     """w_l; None means 1/len(style_layers) each, the paper's choice."""
-    style_normalization: StyleNormalization = StyleNormalization.paper
-    distance: Distance = Distance.squared
-    pooling: Pooling = Pooling.avg
-    preserve_color: PreserveColor = PreserveColor.none
-    style_scale: float = 1.0
+    style_normalization: StyleNormalization = _help(StyleNormalization.paper, "'paper': 1/(4N²M²) per layer (Gatys et al.); 'common': the extra 1/N² most implementations use.")
+    distance: Distance = _help(Distance.squared, 'Elementwise distance in both losses.')
+    pooling: Pooling = _help(Pooling.avg, 'VGG pooling; the paper uses average pooling.')
+    preserve_color: PreserveColor = _help(PreserveColor.none, "Keep the content's colours: luminance-only transfer or style histogram matching.")
+    style_scale: float = _help(1.0, "Style image long side relative to the content's.")
     """Style image long side relative to the content's long side (Gatys et al. 2017 §4)."""
-    schedule: tuple[tuple[int, int], ...] | None = None
+    schedule: tuple[tuple[int, int], ...] | None = _help(None, "Coarse-to-fine stages 'size:steps,size:steps' (replaces --size/--steps).")
     """Coarse-to-fine stages (long side, steps); when set it replaces size/steps."""
-    clamp: bool = True
-    early_stop: float = 0.0
+    clamp: bool = _help(True, 'Clamp pixels to [0,1] after each step.')
+    early_stop: float = _help(0.0, 'Stop when the relative loss change per log interval falls below this (0 = off).')
     """Stop once the relative change of the total loss over `log_every` steps falls below this; 0 = off."""
-    log_every: int = 10
-    precision: Precision = Precision.auto
-    padding: Padding = Padding.zeros
+    log_every: int = _help(10, 'Record the loss curve every N steps.')
+    precision: Precision = _help(Precision.auto, 'Convolution arithmetic; Gram matrices and losses are always float32.')
+    padding: Padding = _help(Padding.zeros, "Border of VGG's first convolution: zeros (VGG as trained) or replicate/reflect, which extend the image.")
     """First-convolution border (see `Padding`). zeros stays the default: in the border measurement of
     docs/engine.md replicate took 6 points off the outer ring's saturated share (81 -> 75 % against 15 %
     inside) and changed the loss by 1-3 %: not enough to move every existing row's image."""
-    lbfgs_history: int = 100
+    lbfgs_history: int = _help(100, 'Curvature pairs L-BFGS keeps (each costs two copies of the image).')
     """Curvature pairs L-BFGS keeps (torch's and neural-style-pt's default); each costs two image-sized tensors."""
-    style_loss: StyleLossKind = StyleLossKind.gram
+    style_loss: StyleLossKind = _help(StyleLossKind.gram, "Style comparison per layer: 'gram' (the paper) or 'w2', the Wasserstein-2 distance between Gaussian fits of the features (usually needs a different --style-weight; see docs/engine.md).")
     """Gram matrices (the paper) or the W2 distance between Gaussian fits (`StyleLossKind`)."""
-    ema_decay: float = 0.0
+    ema_decay: float = _help(0.0, 'd in [0,1): return the bias-corrected moving average of the iterates, weight d per step (0 = off; adam and gd only).')
     """d in [0, 1): return the bias-corrected exponential moving average of the iterates instead of the
     last one (ema_t = d·ema_{t−1} + (1 − d)·x_t, result ema_t / (1 − d^t)); 0 = off. Adam and gd only
     (refused with lbfgs, see validate_params). The curve records the iterates' losses, its final row and
     `ImageResult.final` the average's. Each coarse-to-fine stage averages its own iterates (as Adam restarts
     per stage unless `warm_start`) and the next stage starts from that average, upsampled."""
-    style_ratio: float | None = None
+    style_ratio: float | None = _help(None, 'r > 0: replaces --style-weight by a β per image, set so that the style gradient is r times the content gradient at the seeded noise image (holds for any VGG weights; see docs/engine.md).')
     """r > 0: set β per image and stage from the gradient norms instead of taking `style_weight`, so that
     ‖β ∇L_style‖ / ‖α ∇L_content‖ = r at a fixed reference point, the seeded noise image of `init=noise`
     (docs/engine.md, "Balance from gradient norms"). A fixed β is tuned to one backbone's feature scale
     (the Gram loss grows with its fourth power, the content loss with its square); a ratio of gradients
     holds for any weights. None = off: `style_weight` applies, as before the field existed."""
-    warm_start: bool = False
+    warm_start: bool = _help(False, "Coarse-to-fine with adam: start each stage from the previous stage's Adam moments (resized) and step count instead of fresh ones (no-op with one stage or gd; not with lbfgs).")
     """Coarse-to-fine with Adam: each stage after the first starts from the previous stage's Adam state
     (moments resized bilinearly to the new size, step counter carried over) instead of fresh moments, as
     crowsonkb's style-transfer-pytorch does (docs/engine.md, "Warm-started stages"). A no-op with one stage
@@ -405,6 +419,7 @@ __all__ = [
     "StyleNormalization",
     "StyleParams",
     "enum_of",
+    "field_help",
     "field_kind",
     "format_field",
     "parse_field",

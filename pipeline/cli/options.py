@@ -23,6 +23,7 @@ from nst_core.params import (
     Arch,
     StyleParams,
     enum_of,
+    field_help,
     field_kind,
     format_field,
     parse_field,
@@ -31,42 +32,6 @@ from nst_core.params import (
 PANEL = "Style parameters"
 
 
-FIELD_HELP: dict[str, str] = {
-    "size": "Long side of the output in pixels (the content image is resized to it).",
-    "steps": "Optimisation steps.",
-    "optimizer": "Optimiser over the pixels.",
-    "lr": "Step size of Adam and gd. L-BFGS ignores it: its strong-Wolfe line search picks every step.",
-    "init": "Starting image: the content, seeded noise (the paper's choice) or the style.",
-    "seed": "Seed for noise initialisation.",
-    "content_weight": "α, weight of the content loss.",
-    "style_weight": "β, weight of the style loss.",
-    "tv_weight": "Weight of the total-variation smoothness loss.",
-    "content_ratio": "λ in [0,1]: use the convex form λ·content + (1−λ)·style instead of α/β.",
-    "content_layers": "Comma-separated content layers.",
-    "content_layer_weights": "Comma-separated weights, one per content layer (default: equal).",
-    "style_layers": "Comma-separated style layers.",
-    "style_layer_weights": "Comma-separated w_l, one per style layer (default: 1/number of layers).",
-    "style_normalization": "'paper': 1/(4N²M²) per layer (Gatys et al.); 'common': the extra 1/N² most implementations use.",
-    "distance": "Elementwise distance in both losses.",
-    "pooling": "VGG pooling; the paper uses average pooling.",
-    "preserve_color": "Keep the content's colours: luminance-only transfer or style histogram matching.",
-    "style_scale": "Style image long side relative to the content's.",
-    "schedule": "Coarse-to-fine stages 'size:steps,size:steps' (replaces --size/--steps).",
-    "clamp": "Clamp pixels to [0,1] after each step.",
-    "early_stop": "Stop when the relative loss change per log interval falls below this (0 = off).",
-    "log_every": "Record the loss curve every N steps.",
-    "precision": "Convolution arithmetic; Gram matrices and losses are always float32.",
-    "padding": "Border of VGG's first convolution: zeros (VGG as trained) or replicate/reflect, which extend the image.",
-    "lbfgs_history": "Curvature pairs L-BFGS keeps (each costs two copies of the image).",
-    "style_loss": "Style comparison per layer: 'gram' (the paper) or 'w2', the Wasserstein-2 distance between "
-    "Gaussian fits of the features (usually needs a different --style-weight; see docs/engine.md).",
-    "ema_decay": "d in [0,1): return the bias-corrected moving average of the iterates, weight d per step "
-    "(0 = off; adam and gd only).",
-    "style_ratio": "r > 0: replaces --style-weight by a β per image, set so that the style gradient is r times "
-    "the content gradient at the seeded noise image (holds for any VGG weights; see docs/engine.md).",
-    "warm_start": "Coarse-to-fine with adam: start each stage from the previous stage's Adam moments (resized) "
-    "and step count instead of fresh ones (no-op with one stage or gd; not with lbfgs).",
-}
 
 
 _TEXT_FIELDS = {f.name for f in STYLE_PARAM_FIELDS if field_kind(f.name).rstrip("?") in ("layers", "floats", "schedule")}
@@ -77,7 +42,7 @@ def _option_for(field: dataclasses.Field[Any]) -> inspect.Parameter:
     name = field.name
     default = getattr(DEFAULT_PARAMS, name)
     flag = "--" + name.replace("_", "-")
-    help_text = FIELD_HELP[name]
+    help_text = field_help(name)
     annotation: Any
     if name in _TEXT_FIELDS:
         annotation = Optional[str]  # noqa: UP045 - Typer needs the typing form at runtime on 3.10

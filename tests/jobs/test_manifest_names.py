@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
-from manifest_helpers import write_table
 
 from jobs import ManifestRow, RowProblem, iter_manifest, validate_manifest
 from jobs.names import (
@@ -23,6 +22,7 @@ from jobs.names import (
 )
 from nst_core.formats import OUTPUT_FORMATS
 from nst_core.images import decode_image, encode_image
+from tests.jobs.manifest_helpers import write_table
 
 
 def _manifest(tmp_path: Path, names: list[str]) -> str:
