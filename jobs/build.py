@@ -10,8 +10,6 @@ with its own defaults merged in. The reader derives ids from the effective param
 from __future__ import annotations
 
 import itertools
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -24,9 +22,11 @@ import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
 from jobs.coerce import coerce
+from jobs.masking import mask_uri
 from jobs.options import options_for
 from jobs.schema import LIST_KINDS, PARAM_KINDS, Kind, arrow_type_for
 from jobs.sources import list_sources
+from nst_core.atomic import replaced_atomically
 from nst_core.params import StyleParams, format_field
 
 DEFAULT_ROW_GROUP_ROWS = 65536
@@ -154,16 +154,9 @@ def write_manifest(
 
     fs, path = fsspec.core.url_to_fs(output, **options_for(output, storage_options))
     if not overwrite and fs.exists(path):
-        raise ValueError(f"{output} already exists; pass --overwrite to replace it")
-    local = split_protocol(output)[0] in (None, "file", "local")
-    target = path
-    if local:
-        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-        target = os.path.join(
-            os.path.dirname(os.path.abspath(path)), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
-        )
-    try:
-        with fs.open(target, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+        raise ValueError(f"{mask_uri(output)} already exists; pass --overwrite to replace it")
+    def write(handle: Any) -> None:
+        with pq.ParquetWriter(handle, schema) as writer:
             for begin in range(0, max(total, 1), row_group_rows):
                 rows = np.arange(begin, min(begin + row_group_rows, total), dtype=np.int64)
                 s_idx, c_idx, k_idx = rows // (n_c * n_k), (rows // n_k) % n_c, rows % n_k
@@ -174,11 +167,13 @@ def write_manifest(
                     schema=schema,
                 )
                 writer.write_batch(batch, row_group_size=row_group_rows)
-        if local:
-            os.replace(target, path)
-    finally:
-        if local and os.path.exists(target):
-            os.unlink(target)
+
+    if split_protocol(output)[0] in (None, "file", "local"):
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as handle:
+            write(handle)
+    else:  # an object store: one upload, visible only once complete
+        with fs.open(path, "wb") as handle:
+            write(handle)
     return BuildResult(
         uri=output,
         rows=total,

@@ -19,6 +19,7 @@ from typing import Any
 
 import fsspec
 
+from jobs.masking import mask_text
 from jobs.options import options_for
 
 DEFAULT_WORKERS = 16
@@ -46,7 +47,7 @@ def check_image(
     except PermissionError:
         return "permission denied"
     except Exception as exc:  # any backend failure is a finding about this file, not a crash
-        return f"cannot read ({type(exc).__name__}: {exc})"
+        return "cannot read (" + mask_text(f"{type(exc).__name__}: {exc}", storage_options, (uri,)) + ")"
     from nst_core.images import ImageError, decode_image
 
     try:

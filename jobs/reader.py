@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.masking import mask_text, mask_uri
 from jobs.options import options_for
 from jobs.scan import BatchScanner, Issue, Layout, ScannedBatch, layout_of
 from jobs.schema import OUTPUT_NAME_COLUMN, ROW_ID_COLUMN, ManifestError, ManifestRow, RowProblem
@@ -34,16 +35,16 @@ def open_parquet(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     try:
         handle = fsspec.open(uri, "rb", **options_for(uri, storage_options)).open()
     except FileNotFoundError:
-        raise ManifestError(f"manifest not found: {uri}") from None
+        raise ManifestError(f"manifest not found: {mask_uri(uri)}") from None
     except IsADirectoryError:
-        raise ManifestError(f"manifest {uri} is a directory; pass the Parquet file itself") from None
+        raise ManifestError(f"manifest {mask_uri(uri)} is a directory; pass the Parquet file itself") from None
     except Exception as exc:  # backends raise their own types (botocore, gcsfs); all mean "cannot open"
-        raise ManifestError(f"cannot open manifest {uri}: {type(exc).__name__}: {exc}") from None
+        raise ManifestError(f"cannot open manifest {mask_uri(uri)}: " + mask_text(f"{type(exc).__name__}: {exc}", storage_options, (uri,))) from None
     try:
         try:
             parquet = pq.ParquetFile(handle)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ManifestError(f"{uri} is not a readable Parquet file ({exc})") from None
+            raise ManifestError(f"{mask_uri(uri)} is not a readable Parquet file ({mask_text(str(exc))})") from None
         yield parquet
     finally:
         handle.close()
@@ -55,7 +56,7 @@ def iter_batches(
     try:
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ManifestError(f"{uri}: cannot read Parquet data ({exc})") from None
+        raise ManifestError(f"{mask_uri(uri)}: cannot read Parquet data ({mask_text(str(exc))})") from None
 
 
 def scan_batches(
@@ -213,9 +214,9 @@ def manifest_fingerprint(uri: str, storage_options: Mapping[str, Any] | None = N
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     except FileNotFoundError:
-        raise ManifestError(f"manifest not found: {uri}") from None
+        raise ManifestError(f"manifest not found: {mask_uri(uri)}") from None
     except (ImportError, ValueError, OSError) as exc:
-        raise ManifestError(f"cannot read manifest {uri}: {exc}") from None
+        raise ManifestError(f"cannot read manifest {mask_uri(uri)}: " + mask_text(str(exc), storage_options, (uri,))) from None
     return digest.hexdigest()
 
 

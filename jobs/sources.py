@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol
 
+from jobs.masking import mask_text, mask_uri
 from jobs.options import options_for
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -59,7 +60,7 @@ def list_sources(src: str, *, column: str, storage_options: Mapping[str, Any] | 
     try:
         fs, path = fsspec.core.url_to_fs(src, **options_for(src, storage_options))
     except (ImportError, ValueError) as exc:
-        raise ValueError(f"cannot open {src}: {exc}") from None
+        raise ValueError(f"cannot open {mask_uri(src)}: " + mask_text(str(exc), storage_options, (src,))) from None
     if any(ch in path for ch in "*?["):
         found = [p for p, info in fs.glob(path, detail=True).items() if info.get("type") == "file"]
     elif fs.isdir(path):

@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from nst_core.atomic import replaced_atomically
 from nst_core.layers import LAYER_NAMES
 from nst_core.params import Arch, Padding, Pooling
 
@@ -204,17 +204,10 @@ def _imagenet_checkpoint(arch: Arch) -> Path:
     )
     if not target.exists():
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=filename, suffix=".partial")
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        while chunk := response.read(1 << 20):
-                            out.write(chunk)
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with replaced_atomically(target) as tmp, open(tmp, "wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise WeightsError(f"cannot download ImageNet {arch.value} weights ({exc}); {howto}") from None
     digest = _sha256_file(target)

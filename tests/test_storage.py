@@ -5,9 +5,9 @@ import os
 import fsspec
 import pytest
 
+from jobs.masking import mask_options, mask_text, mask_uri
 from pipeline.store.errors import InputMissing
 from pipeline.store.fs import join, parse_storage_options
-from pipeline.store.masking import mask_options, mask_text, mask_uri
 from pipeline.store.transfer import read_bytes, write_bytes_atomic
 
 

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jobs.masking import mask_text
 from pipeline.store.errors import InputMissing, RunError, StorageError
-from pipeline.store.masking import mask_text
 
 DEBUG_ENV = "NST_DEBUG"
 

@@ -13,12 +13,12 @@ from rich.table import Table
 from jobs import ManifestRow, iter_manifest
 from jobs.build import build_manifest, parse_param_args, parse_sweep_args
 from jobs.files import DEFAULT_WORKERS
+from jobs.masking import mask_text
 from jobs.summary import DEFAULT_THROUGHPUT, REFERENCE_SIDE, summarise_manifest
 from jobs.validate import validate_manifest
 from nst_core.params import StyleParams, parse_field
 from pipeline.cli.errors import user_errors
 from pipeline.store.fs import parse_storage_options
-from pipeline.store.masking import mask_text
 
 manifest_app = typer.Typer(
     name="manifest",

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from jobs.masking import mask_uri
 from jobs.names import IMAGE_FORMATS
 from nst_core.params import Arch, StyleParams
 from pipeline.cli.options import (
@@ -25,7 +26,6 @@ from pipeline.cli.options import (
     with_style_params,
 )
 from pipeline.store.fs import parse_storage_options
-from pipeline.store.masking import mask_uri
 
 console = Console(stderr=True)
 

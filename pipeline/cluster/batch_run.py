@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from jobs.masking import mask_text
 from nst_core.engine import ImageResult
 from nst_core.images import ImageError, encode_image, resize_to
 from nst_core.metrics import feature_metrics_per_image, image_metrics
@@ -32,7 +33,6 @@ from pipeline.cluster.tasks import BatchSpec, RowOutcome, RowTask
 from pipeline.store.curves import curves_table, parquet_bytes
 from pipeline.store.errors import is_connection_error
 from pipeline.store.layout import OutputNameError, check_inside
-from pipeline.store.masking import mask_text
 from pipeline.store.records import ErrorKind, utcnow
 from pipeline.store.transfer import write_bytes_atomic
 

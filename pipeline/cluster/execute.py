@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from jobs.masking import mask_text, mask_uri
 from nst_core.params import StyleParams
 from pipeline.cluster.batching import CPU_CAP, GPU_CAP, auto_batch_size, resolved_for
 from pipeline.cluster.driver import Driver
@@ -28,7 +29,6 @@ from pipeline.cluster.runtime import (
 from pipeline.cluster.tasks import RowTask, WorkerConfig
 from pipeline.store.errors import RunError, StorageError, describe_storage_error, is_storage_error
 from pipeline.store.layout import OutputLayout
-from pipeline.store.masking import mask_text, mask_uri
 
 
 @dataclass(frozen=True)

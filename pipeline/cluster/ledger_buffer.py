@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from jobs.masking import mask_text
 from nst_core.names import LOSS_TERMS
 from pipeline.cluster.outage import OutagePolicy
 from pipeline.cluster.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask
 from pipeline.store.errors import is_storage_error
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import write_part
-from pipeline.store.masking import mask_text
 from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, nondefault_params, utcnow
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 import torch
 
+from jobs.masking import mask_text
 from nst_core.engine import Stylizer
 from nst_core.images import decode_image, max_file_bytes
 from nst_core.params import Precision
@@ -28,7 +29,6 @@ from pipeline.cluster.batch_run import BatchOOM, BatchRun
 from pipeline.cluster.batching import device_free_bytes
 from pipeline.cluster.tasks import BatchOutcome, BatchSpec, RowOutcome, WorkerConfig
 from pipeline.store.bounded import set_operation_timeout
-from pipeline.store.masking import mask_text
 from pipeline.store.transfer import read_bytes
 from pipeline.store.weights import load_model
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from jobs.masking import mask_uri
 from pipeline.report.data import ReportData, load_report_data
 from pipeline.report.html import build_payload, render_html
 from pipeline.report.sheet import SheetCell, contact_sheet, png_bytes
@@ -27,7 +28,6 @@ from pipeline.report.thumbs import (
 )
 from pipeline.store.fs import exists, filesystem, is_local, join, protocol_of
 from pipeline.store.layout import OutputLayout
-from pipeline.store.masking import mask_uri
 from pipeline.store.transfer import write_bytes_atomic
 
 REPORT_NAME = "report.html"

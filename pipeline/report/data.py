@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.masking import mask_uri
 from nst_core.params import DEFAULT_PARAMS
 from pipeline.report.curve_points import table_curves
 from pipeline.report.row_params import manifest_params, params_from_dict, params_from_ledger, params_text
@@ -30,7 +31,6 @@ from pipeline.run.status import collect_status
 from pipeline.store.fs import filesystem
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import RowState, read_ledger, row_states
-from pipeline.store.masking import mask_uri
 
 IO_THREADS = 8
 

@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from jobs.masking import mask_uri
 from pipeline.report.assets import CSS, JS
 from pipeline.report.data import ReportData
 from pipeline.report.svg import curve_plot
 from pipeline.report.values import METRIC_HELP
-from pipeline.store.masking import mask_uri
 
 PAYLOAD_VERSION = 1
 

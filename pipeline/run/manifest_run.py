@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jobs.masking import mask_uri
 from pipeline.cluster.events import OnEvent
 from pipeline.cluster.tasks import RowTask
 from pipeline.run.options import RunOptions
@@ -21,7 +22,6 @@ from pipeline.store.errors import RunError, storage_errors
 from pipeline.store.layout import OutputLayout, check_layout_inside, sweep_temporary
 from pipeline.store.lease import LeaseHeld, output_lease
 from pipeline.store.ledger import read_ledger, referenced_curves, row_states, write_part
-from pipeline.store.masking import mask_uri
 from pipeline.store.provenance import package_versions
 from pipeline.store.records import utcnow
 

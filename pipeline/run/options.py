@@ -14,11 +14,11 @@ from typing import Any
 
 from fsspec.core import split_protocol
 
+from jobs.masking import mask_options, mask_uri
 from nst_core.params import DEFAULT_PARAMS, Arch, StyleParams
 from pipeline.cluster.runtime import resolve_address
 from pipeline.cluster.tasks import DEFAULT_MAX_PIXELS, READ_TIMEOUT_S, STORAGE_TIMEOUT_S, WorkerConfig
 from pipeline.store.fs import known_protocol, protocol_of
-from pipeline.store.masking import mask_options, mask_uri
 
 DEFAULT_MAX_ROWS = 10_000_000
 """`--max-rows`: the driver keeps one small task per planned row in memory (~1 KB each), so a manifest

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import ManifestError, ManifestRow, RowProblem, iter_manifest
+from jobs.masking import mask_text, mask_uri
 from jobs.reader import manifest_layout
 from pipeline.cluster.tasks import RowTask
 from pipeline.run.options import RunOptions, absolute_uri
@@ -19,7 +20,6 @@ from pipeline.store.errors import RunError
 from pipeline.store.fs import filesystem, join
 from pipeline.store.layout import CURVES_DIR, OutputLayout, OutputNameError, image_format, list_files
 from pipeline.store.ledger import RowState
-from pipeline.store.masking import mask_text, mask_uri
 from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
 
 

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from jobs import manifest_fingerprint
+from jobs.masking import mask_text, mask_uri
 from pipeline.run.summary import RunSummary
 from pipeline.store.errors import is_storage_error, storage_errors
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import compact, read_ledger
-from pipeline.store.masking import mask_text, mask_uri
 from pipeline.store.records import RowStatus, utcnow
 from pipeline.store.transfer import read_bytes, write_bytes_atomic
 

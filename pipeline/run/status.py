@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs import iter_manifest
+from jobs.masking import mask_uri
 from nst_core.params import StyleParams
 from pipeline.run.record import read_run_json
 from pipeline.store.errors import RunError, storage_errors
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import RowState, read_ledger, row_states
-from pipeline.store.masking import mask_uri
 from pipeline.store.records import PERMANENT_KINDS
 
 EXAMPLES_PER_KIND = 3

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nst_core.engine as engine
+from jobs.masking import mask_uri
 from nst_core.images import decode_image, encode_image
 from nst_core.params import StyleParams
 from nst_core.targets import Style
 from pipeline.store.curves import curves_table, parquet_bytes
-from pipeline.store.masking import mask_uri
 from pipeline.store.provenance import provenance
 from pipeline.store.transfer import read_bytes, write_bytes_atomic
 from pipeline.store.weights import check_weights, load_model, resolve_device

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from jobs.masking import mask_uri
 from pipeline.cluster.events import DriverStats, Execution
 from pipeline.run.plan import Plan
-from pipeline.store.masking import mask_uri
 from pipeline.store.records import LedgerRecord
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from fsspec.asyn import AsyncFileSystem, sync
 from fsspec.core import split_protocol
 
-from pipeline.store.masking import mask_uri
+from jobs.masking import mask_uri
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 

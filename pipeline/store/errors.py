@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.store.masking import mask_text
+from jobs.masking import mask_text
 
 
 class StorageError(RuntimeError):

@@ -14,12 +14,11 @@ import fsspec
 from fsspec.core import split_protocol
 from fsspec.registry import known_implementations, registry
 
+from jobs.masking import mask_uri
 from jobs.options import options_for
 from pipeline.store.bounded import LOCAL_PROTOCOLS, bounded, operation_timeout
 from pipeline.store.errors import InputMissing, StorageError, describe_storage_error, is_storage_error
-from pipeline.store.masking import mask_uri
 
-TMP_PREFIX = ".tmp-"
 """Prefix of temporary files (swept at start); no output name may start with it."""
 
 

@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jobs.masking import mask_uri
 from jobs.names import DEFAULT_EXTENSION, IMAGE_FORMATS, image_format, output_name_problem, row_id_problem
+from nst_core.atomic import TMP_PREFIX
 from pipeline.store.bounded import bounded
 from pipeline.store.errors import StorageError
-from pipeline.store.fs import TMP_PREFIX, filesystem, is_local, join
-from pipeline.store.masking import mask_uri
+from pipeline.store.fs import filesystem, is_local, join
 
 __all__ = ["IMAGE_FORMATS", "TMP_PREFIX", "image_format"]
 

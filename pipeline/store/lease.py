@@ -23,11 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.masking import mask_uri
 from pipeline.store.bounded import bounded, call_bounded
 from pipeline.store.errors import storage_errors
 from pipeline.store.fs import filesystem, is_local, join, known_protocol
 from pipeline.store.layout import LEASE, check_layout_inside
-from pipeline.store.masking import mask_uri
 from pipeline.store.transfer import write_bytes_atomic
 
 LEASE_HEARTBEAT_S = 10.0

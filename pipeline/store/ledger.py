@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from nst_core.atomic import TMP_PREFIX
 from pipeline.store.bounded import bounded
-from pipeline.store.fs import TMP_PREFIX, filesystem
+from pipeline.store.fs import filesystem
 from pipeline.store.layout import OutputLayout, list_files
 from pipeline.store.records import LEDGER_SCHEMA, PERMANENT_KINDS, LedgerRecord, RowStatus, records_table
 from pipeline.store.transfer import write_bytes_atomic

@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from jobs.masking import mask_text, mask_uri
 from nst_core.names import LOSS_TERMS, METRIC_NAMES
 from nst_core.params import DEFAULT_PARAMS, STYLE_PARAM_FIELDS, StyleParams, format_field
-from pipeline.store.masking import mask_text, mask_uri
 
 
 class RowStatus(str, Enum):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from jobs.masking import mask_uri
+from nst_core.atomic import replaced_atomically
 from pipeline.store.bounded import LOCAL_PROTOCOLS, _fs_is_local, bounded
 from pipeline.store.errors import InputMissing, InputRefused
-from pipeline.store.fs import TMP_PREFIX, filesystem, protocol_of
-from pipeline.store.masking import mask_uri
+from pipeline.store.fs import filesystem, protocol_of
 
 
 def read_bytes(
@@ -81,21 +81,10 @@ def write_bytes_atomic(uri: str, data: bytes, storage_options: Mapping[str, Any]
     """
     fs, path = filesystem(uri, storage_options)
     if protocol_of(uri) in LOCAL_PROTOCOLS:
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:16]}")  # short: the name's bytes are the limit
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         return
     parent = path.rsplit("/", 1)[0]
     try:

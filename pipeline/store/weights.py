@@ -12,15 +12,15 @@ import difflib
 import hashlib
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.masking import mask_text, mask_uri
+from nst_core.atomic import replaced_atomically
 from nst_core.params import Arch
 from pipeline.store.errors import StorageError, describe_storage_error, is_storage_error
 from pipeline.store.fs import filesystem, is_local
-from pipeline.store.masking import mask_text, mask_uri
 
 if TYPE_CHECKING:
     import torch
@@ -168,17 +168,15 @@ def fetch_weights(
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fs, path = filesystem(weights, storage_options)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
     try:
-        fs.get_file(path, str(tmp))
+        with replaced_atomically(target) as tmp:
+            fs.get_file(path, tmp)
     except FileNotFoundError:
         raise WeightsError(f"weights file not found: {mask_uri(weights)}") from None
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         # mask_text with the URI: clients quote its `user:password@bucket` part without the scheme.
         detail = mask_text(f"{type(exc).__name__}: {exc}", storage_options, (weights,))
         raise WeightsError(f"cannot download weights from {mask_uri(weights)}: {detail}") from None
-    os.replace(tmp, target)
     return str(target)
 
 

@@ -13,9 +13,9 @@ import fsspec
 import pytest
 
 from jobs import ManifestRow, iter_manifest
+from nst_core.atomic import TMP_PREFIX
 from nst_core.params import StyleParams
 from pipeline.run.manifest_run import run_manifest
-from pipeline.store.fs import TMP_PREFIX
 from pipeline.store.layout import OutputLayout, list_files
 from pipeline.store.ledger import part_paths, read_ledger, row_states
 from tests.hardening.cli_helpers import fast_options, last_line, option_flags

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 
 from jobs import ManifestRow, RowProblem, iter_manifest, validate_manifest
+from jobs.masking import mask_text
 from jobs.names import MAX_NAME_BYTES, output_name_problem, row_id_problem
 from jobs.options import options_for
 from nst_core.engine import ImageResult
@@ -32,7 +33,6 @@ from pipeline.store.errors import StorageError
 from pipeline.store.layout import LEASE, OutputLayout, OutputNameError, check_inside, validate_output_name
 from pipeline.store.lease import LEASE_STALE_S, LeaseHeld, acquire, read_lease
 from pipeline.store.ledger import compact, part_paths, read_ledger, write_part
-from pipeline.store.masking import mask_text
 from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
 from pipeline.store.transfer import read_bytes, write_bytes_atomic
 from tests.hardening.cli_helpers import last_line, nst

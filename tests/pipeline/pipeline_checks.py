@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from nst_core.atomic import TMP_PREFIX
 from nst_core.params import StyleParams
-from pipeline.store.fs import TMP_PREFIX, filesystem
+from pipeline.store.fs import filesystem
 from pipeline.store.layout import OutputLayout, list_files
 from pipeline.store.ledger import read_ledger, row_states
 
