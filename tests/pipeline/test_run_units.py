@@ -199,3 +199,26 @@ def test_worker_plan_is_one_actor_per_gpu_else_cpu_actors() -> None:
     assert (gpu.count, gpu.num_gpus, gpu.num_cpus, gpu.on_gpu) == (4, 1, 0, True)
     cpu = plan_workers(ClusterInfo(started_here=True, gpus=0, cpus=8, nodes=1, remote=False), 2)
     assert (cpu.count, cpu.num_gpus, cpu.num_cpus, cpu.on_gpu) == (2, 0, 4, False)
+
+
+def test_run_options_are_validated_once_and_are_the_run_record_and_the_worker_config(tmp_path: Path) -> None:
+    from pipeline.run.options import RunOptions
+
+    secret = "s3cr3t-value"
+    options = RunOptions(
+        manifest="m.parquet", out="s3://user:pw@bucket/run", storage_options={"secret": secret}, batch_size="4",
+        read_timeout=90, storage_timeout=30, max_pixels=1000,
+    )  # fmt: skip
+    assert options.manifest == str(Path("m.parquet").resolve()) and options.fixed_batch == 4
+    record = options.record()
+    assert secret not in str(record) and "pw" not in str(record) and record["batch_size"] == "4"
+    config = options.worker_config()
+    assert config.out == options.out and config.max_pixels == 1000 and config.read_timeout == 30  # the smaller
+    for bad, message in (
+        ({"max_attempts": 0}, "--max-attempts"),
+        ({"batch_size": "many"}, "--batch-size"),
+        ({"read_timeout": 0}, "--read-timeout"),
+        ({"out": "s4://typo/run"}, "unknown storage scheme"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RunOptions(**{"manifest": "m.parquet", "out": str(tmp_path), **bad})  # type: ignore[arg-type]
