@@ -7,18 +7,22 @@ optimising and scoring hold it, committing (encode, upload) runs after it is rel
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Hashable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from jobs.masking import mask_text
-from nst_core.engine import ImageResult
+from nst_core.engine import ImageResult, Stylizer
 from nst_core.images import ImageError, encode_image, resize_to
 from nst_core.metrics import feature_metrics_per_image, image_metrics
 from nst_core.targets import Style, needs_content
+from nst_core.vgg import VGGFeatures
 from pipeline.cluster.row_checks import (
     check_shape,
     classify_read_error,
@@ -29,15 +33,34 @@ from pipeline.cluster.row_checks import (
     numerical_problem,
     style_side,
 )
-from pipeline.cluster.tasks import BatchSpec, RowOutcome, RowTask
+from pipeline.cluster.tasks import BatchSpec, RowOutcome, RowTask, WorkerConfig
 from pipeline.store.curves import curves_table, parquet_bytes
 from pipeline.store.errors import is_connection_error
 from pipeline.store.layout import OutputNameError, check_inside
 from pipeline.store.records import ErrorKind, utcnow
 from pipeline.store.transfer import write_bytes_atomic
 
-if TYPE_CHECKING:
-    from pipeline.cluster.worker import StyleWorker
+
+class BatchHost(Protocol):
+    """What a batch needs from its worker (`StyleWorker` is one): the engine, its caches and locks, and
+    the worker's bounded reads."""
+
+    config: WorkerConfig
+    stylizer: Stylizer
+    model: VGGFeatures
+    device: str
+    device_lock: threading.Lock
+    io: ThreadPoolExecutor
+    batches_run: int
+
+    @property
+    def targets(self) -> MutableMapping[Hashable, Any]: ...
+
+    def style_image(self, uri: str, long_side: int | None = None) -> torch.Tensor: ...
+
+    def read_image(self, uri: str, long_side: int | None = None) -> torch.Tensor: ...
+
+    def release_memory(self) -> None: ...
 
 
 class BatchOOM(Exception):
@@ -45,7 +68,7 @@ class BatchOOM(Exception):
 
 
 class BatchRun:
-    def __init__(self, worker: StyleWorker, spec: BatchSpec) -> None:
+    def __init__(self, worker: BatchHost, spec: BatchSpec) -> None:
         self.worker = worker
         self.spec = spec
         self.params = spec.rows[0].params
