@@ -17,7 +17,7 @@ from jobs.masking import mask_text, mask_uri
 from nst_core.params import StyleParams
 from pipeline.cluster.batching import CPU_CAP, GPU_CAP, auto_batch_size, resolved_for
 from pipeline.cluster.driver import Driver
-from pipeline.cluster.events import Execution, OnEvent, RunEnded, RunStarted
+from pipeline.cluster.events import DriverStats, Execution, OnEvent, RunEnded, RunStarted
 from pipeline.cluster.process import install_stop_handlers
 from pipeline.cluster.runtime import (
     check_uris_reachable,
@@ -96,7 +96,7 @@ def execute(
 
 def _drive(
     driver: Driver, layout: OutputLayout, config: WorkerConfig, settings: Settings, note: str | None, on_event: OnEvent | None
-) -> Any:
+) -> DriverStats:
     """The driver loop between a RunStarted and a RunEnded event; a ledger the store refuses is one line."""
     if on_event is not None:
         on_event(RunStarted(driver.total, settings.already_done, settings.manifest_rows, note))

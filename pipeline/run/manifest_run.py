@@ -11,8 +11,7 @@ import time
 from typing import Any
 
 from jobs.masking import mask_uri
-from pipeline.cluster.events import OnEvent
-from pipeline.cluster.tasks import RowTask
+from pipeline.cluster.events import Execution, OnEvent
 from pipeline.run.options import RunOptions
 from pipeline.run.plan import Plan, check_row_count, plan_rows, sweep_orphan_curves
 from pipeline.run.preflight import check_before_lease
@@ -81,11 +80,12 @@ def _run(options: RunOptions, run_id: str, on_event: OnEvent | None) -> RunSumma
     return summary
 
 
-def _execute(options: RunOptions, plan: Plan, run_id: str, record: RunRecord, on_event: OnEvent | None) -> Any:
+def _execute(
+    options: RunOptions, plan: Plan, run_id: str, record: RunRecord, on_event: OnEvent | None
+) -> Execution:
     # Ray and torch load here, when there is work, not when the CLI starts or a done output re-runs.
     from pipeline.cluster.execute import Settings, execute
 
-    tasks: list[RowTask] = plan.tasks
     settings = Settings(
         address=options.address,
         num_workers=options.num_workers,
@@ -96,7 +96,7 @@ def _execute(options: RunOptions, plan: Plan, run_id: str, record: RunRecord, on
         manifest_rows=plan.manifest_rows,
     )
     return execute(
-        tasks,
+        plan.tasks,
         run_id=run_id,
         config=options.worker_config(),
         settings=settings,
