@@ -1,11 +1,17 @@
-"""Run the real `nst` entry point (pipeline.cli.app.main: one-line errors, exit codes) inside the test process.
+"""Run the real `nst` entry point (pipeline.cli.app.main: one-line errors, exit codes) inside the test process,
+or as its own process.
 
 Inside the process, `nst run` reuses the module's already started Ray instead of starting its own, so a run-level
-error case costs seconds, not a Ray start.
+error case costs seconds, not a Ray start. That Ray keeps forwarding worker output to stderr while the command
+prints its error, so a case whose workers print (a worker that fails to start logs its traceback) runs as its
+own process, as users run it: there `nst` shuts its embedded Ray down, which ends the forwarding, before it
+prints the error.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -61,6 +67,16 @@ def nst(args: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureF
         code = exc.code
     captured = capfd.readouterr()
     return int(code or 0), captured.out, captured.err
+
+
+def nst_process(args: list[str], timeout: float = 180) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `python -m pipeline.cli ARGS` in a clean environment of its own."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "RAY_TMPDIR") if k in os.environ}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def last_line(text: str) -> str:

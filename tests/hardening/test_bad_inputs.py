@@ -26,7 +26,7 @@ from nst_core.params import StyleParams
 from pipeline.run.manifest_run import run_manifest
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import read_ledger, row_states
-from tests.hardening.cli_helpers import fast_options, nst, run_args
+from tests.hardening.cli_helpers import fast_options, nst, nst_process, run_args
 from tests.hardening.corpus import CASES, MAX_PIXELS, Case
 from tests.pipeline.pipeline_checks import WEIGHTS, check_output, write_manifest
 
@@ -209,12 +209,10 @@ def _weights_case(tmp_path: Path, kind: str) -> tuple[list[str], str]:
 
 
 @pytest.mark.parametrize("kind", ["not_state_dict", "sha_mismatch", "malicious_pickle"])
-def test_bad_weights_end_the_run_with_one_line(
-    kind: str, tmp_path: Path, small_manifest: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_weights_end_the_run_with_one_line(kind: str, tmp_path: Path, small_manifest: str) -> None:
     extra, expected = _weights_case(tmp_path, kind)
     out = str(tmp_path / "out")
-    code, _, err = nst(run_args(small_manifest, out, PARAMS, *extra), monkeypatch, capfd)
+    code, _, err = nst_process(run_args(small_manifest, out, PARAMS, *extra))
     assert code == 1, err
     error = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and expected in error[0] and f"{kind}.pth" in error[0], err
