@@ -6,6 +6,7 @@ run will (a truncated JPEG passes a header check but fails a real load; an overs
 A decode holds the whole image as float32 (12 bytes a pixel, ~600 MiB for a 50-megapixel photo), so
 fewer decodes than reads run at once: reads wait on the network, decodes on the CPU.
 The decoder is imported on first use: it brings torch (~1 s, ~500 MB), which `import jobs` must not pay.
+Region masks are decoded with the engine's `decode_mask`, so a mask with too many colours is found here too.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def check_image(
     storage_options: Mapping[str, Any] | None = None,
     *,
     decode_slots: threading.Semaphore | None = None,
+    as_mask: bool = False,
 ) -> str | None:
-    """Why this URI is not a usable image, or None when it opens and decodes."""
+    """Why this URI is not a usable image (or region mask), or None when it opens and decodes."""
     try:
         with fsspec.open(uri, "rb", **options_for(uri, storage_options)) as handle:
             data = handle.read()
@@ -49,12 +51,13 @@ def check_image(
     except Exception as exc:  # any backend failure is a finding about this file, not a crash
         return "cannot read (" + mask_text(f"{type(exc).__name__}: {exc}", storage_options, (uri,)) + ")"
     from nst_core.images import ImageError, decode_image
+    from nst_core.masks import decode_mask
 
     try:
         with decode_slots if decode_slots is not None else nullcontext():
-            decode_image(data, name=uri)
+            (decode_mask if as_mask else decode_image)(data, name=uri)
     except ImageError as exc:
-        return _without_label(str(exc), uri)
+        return _without_label(str(exc).removeprefix("mask "), uri)
     except Exception as exc:  # a decoder bug is still a finding about this file, not a crash of the check
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None
@@ -72,8 +75,9 @@ def check_images(
     storage_options: Mapping[str, Any] | None = None,
     workers: int = DEFAULT_WORKERS,
     decoders: int | None = None,
+    as_masks: bool = False,
 ) -> dict[str, str]:
-    """The failing URIs with their reasons; every URI is checked once.
+    """The failing URIs with their reasons; every URI is checked once (as region masks with `as_masks`).
 
     `workers` reads run at once, of which at most `decoders` (default: `default_decoders()`) decode.
     """
@@ -82,5 +86,5 @@ def check_images(
     unique = sorted(set(uris))
     slots = threading.BoundedSemaphore(max(1, decoders if decoders is not None else default_decoders()))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(lambda u: check_image(u, storage_options, decode_slots=slots), unique)
+        results = pool.map(lambda u: check_image(u, storage_options, decode_slots=slots, as_mask=as_masks), unique)
         return {uri: reason for uri, reason in zip(unique, results, strict=True) if reason is not None}

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 from jobs.masking import mask_text, mask_uri
 from jobs.options import options_for
 from jobs.scan import BatchScanner, Issue, Layout, ScannedBatch, layout_of
-from jobs.schema import OUTPUT_NAME_COLUMN, ROW_ID_COLUMN, ManifestError, ManifestRow, RowProblem
+from jobs.schema import (
+    CONTENT_MASK_COLUMN,
+    OUTPUT_NAME_COLUMN,
+    ROW_ID_COLUMN,
+    STYLE_MASK_COLUMN,
+    ManifestError,
+    ManifestRow,
+    RowProblem,
+)
 from nst_core.params import StyleParams
 
 DEFAULT_BATCH_ROWS = 65536
@@ -161,6 +169,9 @@ def iter_manifest(
             ids = scanned.row_ids.to_pylist()
             contents = scanned.content.to_pylist()
             styles = scanned.style.to_pylist()
+            content_masks = scanned.mask_column(CONTENT_MASK_COLUMN)
+            style_masks = scanned.mask_column(STYLE_MASK_COLUMN)
+            same = "same content_uri, style_uri and parameters" + (" (and masks)" if layout.masks else "")
             names = (
                 batch.column(OUTPUT_NAME_COLUMN).to_pylist() if layout.has_output_name else [None] * len(ids)
             )
@@ -187,7 +198,7 @@ def iter_manifest(
                     issues.append(
                         (
                             None,
-                            f"same content_uri, style_uri and parameters as an earlier row (row_id {row_id})",
+                            f"{same} as an earlier row (row_id {row_id})",
                         )
                     )
                 if issues:
@@ -203,6 +214,8 @@ def iter_manifest(
                     params=scanned.combos[scanned.combo_of_row[i]],
                     output_name=name,
                     metadata={k: json_safe(v) for k, v in metadata[i].items()},
+                    content_mask_uri=content_masks[i],
+                    style_mask_uri=style_masks[i],
                 )
 
 

@@ -5,6 +5,8 @@ Formula (version 2), documented in docs/manifest.md so that any tool can recompu
     params_key = ";".join(f"{name}={format_field(name, value)}"
                           for name, value in sorted effective fields if it differs from StyleParams()'s default)
     canonical  = "nst-row/2\\n" + content_uri + "\\n" + style_uri + "\\n" + params_key
+    if content_mask_uri is not None:  # region masks change the image; rows without them keep their ids
+        canonical += "\\nmasks\\n" + content_mask_uri + "\\n" + (style_mask_uri or "")
     row_id     = sha256(canonical.encode("utf-8")).hexdigest()[:20]
 
 Only fields that differ from the library default are listed, so adding a field whose default reproduces
@@ -58,11 +60,32 @@ def _check_uri_text(uri: str) -> None:
         raise ValueError(f"URI contains a line break: {uri!r}")
 
 
-def row_id_for(content_uri: str, style_uri: str, params: StyleParams) -> str:
+def row_id_for(
+    content_uri: str,
+    style_uri: str,
+    params: StyleParams,
+    *,
+    content_mask_uri: str | None = None,
+    style_mask_uri: str | None = None,
+) -> str:
     """The id of one job; the same for the same inputs on any machine, in any run, for any column order."""
-    _check_uri_text(content_uri)
-    _check_uri_text(style_uri)
-    return row_id_from_key(content_uri, style_uri, params_key(params))
+    for uri in (content_uri, style_uri, content_mask_uri, style_mask_uri):
+        if uri is not None:
+            _check_uri_text(uri)
+    if style_mask_uri is not None and content_mask_uri is None:
+        raise ValueError("a style mask needs a content mask: regions are matched between the two")
+    key = params_key(params) + mask_suffix(content_mask_uri, style_mask_uri)
+    return row_id_from_key(content_uri, style_uri, key)
+
+
+def mask_suffix(content_mask_uri: str | None, style_mask_uri: str | None) -> str:
+    """The masks' part of the canonical text: empty without a content mask, so unmasked ids never change.
+
+    Appended after the parameters, which never hold a line break (nor do URIs), so the text stays unambiguous.
+    """
+    if content_mask_uri is None:
+        return ""
+    return f"\nmasks\n{content_mask_uri}\n{style_mask_uri or ''}"
 
 
 def row_id_from_key(content_uri: str, style_uri: str, key: str) -> str:
@@ -70,11 +93,23 @@ def row_id_from_key(content_uri: str, style_uri: str, key: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:ROW_ID_HEX]
 
 
-def row_ids_from_keys(contents: Iterable[str], styles: Iterable[str], keys: Iterable[str]) -> list[str]:
-    """Many ids at once (a million-row read): one sha256 per row, parameters pre-rendered per distinct set."""
+def row_ids_from_keys(
+    contents: Iterable[str],
+    styles: Iterable[str],
+    keys: Iterable[str],
+    masks: Iterable[str] | None = None,
+) -> list[str]:
+    """Many ids at once (a million-row read): one sha256 per row, parameters pre-rendered per distinct set.
+
+    `masks`: each row's `mask_suffix` (mostly ""), or None for a manifest without mask columns."""
     sha = hashlib.sha256
     head = ROW_ID_VERSION + "\n"
+    if masks is None:
+        return [
+            sha(f"{head}{c}\n{s}\n{k}".encode()).hexdigest()[:ROW_ID_HEX]
+            for c, s, k in zip(contents, styles, keys, strict=True)
+        ]
     return [
-        sha(f"{head}{c}\n{s}\n{k}".encode()).hexdigest()[:ROW_ID_HEX]
-        for c, s, k in zip(contents, styles, keys, strict=True)
+        sha(f"{head}{c}\n{s}\n{k}{m}".encode()).hexdigest()[:ROW_ID_HEX]
+        for c, s, k, m in zip(contents, styles, keys, masks, strict=True)
     ]

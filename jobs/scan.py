@@ -28,13 +28,16 @@ from jobs.names import (
     output_name_problem,
     row_id_problem,
 )
-from jobs.row_id import params_key, row_ids_from_keys
+from jobs.row_id import mask_suffix, params_key, row_ids_from_keys
 from jobs.schema import (
+    CONTENT_MASK_COLUMN,
+    MASK_COLUMNS,
     OUTPUT_NAME_COLUMN,
     PARAM_COLUMNS,
     REQUIRED_COLUMNS,
     RESERVED_COLUMNS,
     ROW_ID_COLUMN,
+    STYLE_MASK_COLUMN,
     ManifestError,
     column_type_problem,
     value_type,
@@ -63,6 +66,8 @@ class Layout:
     metadata: tuple[str, ...]
     has_row_id: bool
     has_output_name: bool
+    masks: tuple[str, ...] = ()
+    """The mask columns the file has (`MASK_COLUMNS` order)."""
 
 
 def layout_of(schema: pa.Schema) -> Layout:
@@ -85,6 +90,7 @@ def layout_of(schema: pa.Schema) -> Layout:
         metadata=tuple(n for n in names if n not in RESERVED_COLUMNS and not _PANDAS_INDEX.match(n)),
         has_row_id=ROW_ID_COLUMN in names,
         has_output_name=OUTPUT_NAME_COLUMN in names,
+        masks=tuple(c for c in MASK_COLUMNS if c in names),
     )
 
 
@@ -117,6 +123,13 @@ class ScannedBatch:
     issues: dict[int, list[Issue]] = field(default_factory=dict)
     bad_uri: dict[str, np.ndarray] = field(default_factory=dict)
     """Per URI column, the rows whose URI is unusable (not worth opening)."""
+    masks: dict[str, pa.Array] = field(default_factory=dict)
+    """Per mask column the file has, its string values (null = no mask)."""
+
+    def mask_column(self, column: str) -> list[str | None]:
+        """One row's mask URI per row (all None when the file lacks the column)."""
+        arr = self.masks.get(column)
+        return arr.to_pylist() if arr is not None else [None] * len(self)
 
     def __len__(self) -> int:
         return int(self.batch.num_rows)
@@ -287,13 +300,14 @@ class BatchScanner:
                 )
         return self._schemes[scheme]
 
-    def _check_uris(self, out: ScannedBatch, column: str, arr: pa.Array) -> np.ndarray:
-        """Flag bad URIs; returns the mask of rows whose URI is unusable."""
-        null = _mask(arr.is_null())
+    def _check_uris(self, out: ScannedBatch, column: str, arr: pa.Array, *, required: bool = True) -> np.ndarray:
+        """Flag bad URIs; returns the mask of rows whose URI is unusable. Null is a problem only when
+        `required` (an optional column's null means "none")."""
+        null = _mask(arr.is_null()) if required else np.zeros(len(arr), dtype=bool)
         empty = _mask(pc.equal(pc.utf8_length(arr), 0))
         control = _mask(pc.match_substring_regex(arr, _CONTROL))
         out.add(null, column, f"{column} is null; every row needs one")
-        out.add(empty, column, f"{column} is an empty string")
+        out.add(empty, column, f"{column} is an empty string" + ("" if required else "; leave it null for no mask"))
         out.add(control, column, lambda i: f"{column} contains a control character: {arr[i].as_py()!r}")
         bad: np.ndarray = null | empty | control
         schemes = pc.struct_field(pc.extract_regex(arr, _SCHEME), [0])
@@ -304,6 +318,36 @@ class BatchScanner:
                 out.add(mask, column, lambda i, p=problem: f"{column} {arr[i].as_py()!r}: {p}")
                 bad |= mask
         return bad
+
+    def _scan_masks(self, out: ScannedBatch, batch: pa.RecordBatch) -> np.ndarray:
+        """Check the mask columns the file has; returns the rows whose masks are unusable."""
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        for column in self.layout.masks:
+            arr = out.masks[column] = _as_string(batch.column(column))
+            out.bad_uri[column] = self._check_uris(out, column, arr, required=False)
+            bad |= out.bad_uri[column]
+        if STYLE_MASK_COLUMN in out.masks:
+            content = out.masks.get(CONTENT_MASK_COLUMN)
+            alone = _mask(out.masks[STYLE_MASK_COLUMN].is_valid())
+            alone &= _mask(content.is_null()) if content is not None else np.ones(batch.num_rows, dtype=bool)
+            out.add(
+                alone,
+                STYLE_MASK_COLUMN,
+                f"{STYLE_MASK_COLUMN} without a {CONTENT_MASK_COLUMN}: regions are matched by colour between "
+                "the two, so a style mask needs a content mask",
+            )
+            bad |= alone
+        return bad
+
+    def _mask_suffixes(self, out: ScannedBatch, rows: np.ndarray) -> list[str] | None:
+        """The masks' part of the canonical id text for `rows`, or None when the file has no content masks."""
+        content = out.masks.get(CONTENT_MASK_COLUMN)
+        if content is None:
+            return None
+        idx = pa.array(rows)
+        style = out.masks.get(STYLE_MASK_COLUMN)
+        styles = style.take(idx).to_pylist() if style is not None else [None] * len(rows)
+        return [mask_suffix(c, s) for c, s in zip(content.take(idx).to_pylist(), styles, strict=True)]
 
     def _check_row_ids(self, out: ScannedBatch, arr: pa.Array) -> None:
         c = ROW_ID_COLUMN
@@ -331,7 +375,7 @@ class BatchScanner:
         )
         for column, arr in (("content_uri", content), ("style_uri", style)):
             out.bad_uri[column] = self._check_uris(out, column, arr)
-        bad_uri = out.bad_uri["content_uri"] | out.bad_uri["style_uri"]
+        bad_uri = out.bad_uri["content_uri"] | out.bad_uri["style_uri"] | self._scan_masks(out, batch)
         if self.layout.has_output_name:
             self._check_output_names(out, _as_string(batch.column(OUTPUT_NAME_COLUMN)))
 
@@ -385,7 +429,12 @@ class BatchScanner:
             if len(usable):
                 idx = pa.array(usable)
                 keys = [out.combo_keys[k] for k in out.combo_of_row[usable]]
-                derived = row_ids_from_keys(content.take(idx).to_pylist(), style.take(idx).to_pylist(), keys)
+                derived = row_ids_from_keys(
+                    content.take(idx).to_pylist(),
+                    style.take(idx).to_pylist(),
+                    keys,
+                    self._mask_suffixes(out, usable),
+                )
                 if len(usable) == n:
                     out.row_ids = pa.array(derived, pa.string())
                 else:

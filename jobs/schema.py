@@ -17,11 +17,16 @@ import pyarrow as pa
 from nst_core.params import STYLE_PARAM_FIELDS, StyleParams
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("content_uri", "style_uri")
+CONTENT_MASK_COLUMN = "content_mask_uri"
+STYLE_MASK_COLUMN = "style_mask_uri"
+MASK_COLUMNS: tuple[str, ...] = (CONTENT_MASK_COLUMN, STYLE_MASK_COLUMN)
+"""Optional region masks (Gatys et al. 2017 spatial control); null = no mask. Same URI forms as the images."""
+URI_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, *MASK_COLUMNS)
 ROW_ID_COLUMN = "row_id"
 OUTPUT_NAME_COLUMN = "output_name"
 PARAM_COLUMNS: tuple[str, ...] = tuple(f.name for f in STYLE_PARAM_FIELDS)
 RESERVED_COLUMNS: frozenset[str] = frozenset(
-    (*REQUIRED_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN, *PARAM_COLUMNS)
+    (*URI_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN, *PARAM_COLUMNS)
 )
 
 
@@ -85,6 +90,9 @@ class ManifestRow:
     output_name: str | None
     metadata: dict[str, Any]
     """Every non-contract column, as JSON-safe Python values, carried into the results."""
+    content_mask_uri: str | None = None
+    style_mask_uri: str | None = None
+    """Region masks; a style mask only ever comes with a content mask (regions are matched between them)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +179,7 @@ def column_type_problem(name: str, arrow_type: pa.DataType) -> str | None:
         if _accepts(kind, t):
             return None
         return f"column {name!r} has type {arrow_type}; expected {_EXPECTED[kind]}"
-    if name in (*REQUIRED_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN):
+    if name in (*URI_COLUMNS, ROW_ID_COLUMN, OUTPUT_NAME_COLUMN):
         if pa.types.is_null(t) or _is_string(t):
             return None
         return f"column {name!r} has type {arrow_type}; expected a string column"

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from jobs.files import DEFAULT_WORKERS, check_images
 from jobs.reader import DEFAULT_BATCH_ROWS, iter_batches, open_parquet, repeated_values, scan_batches
 from jobs.scan import column_warnings, layout_of
-from jobs.schema import OUTPUT_NAME_COLUMN, REQUIRED_COLUMNS, RowProblem
+from jobs.schema import MASK_COLUMNS, OUTPUT_NAME_COLUMN, REQUIRED_COLUMNS, RowProblem
 from nst_core.params import StyleParams
 
 DEFAULT_MAX_PROBLEMS = 1000
@@ -90,7 +90,7 @@ def validate_manifest(
         collector = _Collector(total, max_problems)
         ids: list[pa.Array] = []
         names: list[pa.Array] = []
-        inputs: dict[str, list[pa.Array]] = {c: [] for c in REQUIRED_COLUMNS}
+        inputs: dict[str, list[pa.Array]] = {c: [] for c in (*REQUIRED_COLUMNS, *layout.masks)}
         for scanned in scan_batches(parquet, uri, layout, defaults, batch_rows):
             batch, start = scanned.batch, scanned.start
             row_ids = scanned.row_ids
@@ -108,8 +108,9 @@ def validate_manifest(
                     )
                 )
             if check_files:
-                for column, arr in (("content_uri", scanned.content), ("style_uri", scanned.style)):
-                    usable = arr.filter(pa.array(~scanned.bad_uri[column]))
+                columns = (("content_uri", scanned.content), ("style_uri", scanned.style), *scanned.masks.items())
+                for column, arr in columns:
+                    usable = arr.filter(pa.array(~scanned.bad_uri[column])).drop_null()
                     inputs[column].append(pc.unique(usable).cast(pa.large_string()))
 
         all_ids = pa.chunked_array(ids, pa.large_string())
@@ -121,7 +122,8 @@ def validate_manifest(
                     message = (
                         f"row_id {row_id!r} appears {len(rows)} times ({_rows_text(rows)}); ids must be unique"
                         if layout.has_row_id
-                        else f"same content_uri, style_uri and parameters as row {rows[0]} (the job is listed twice)"
+                        else f"same content_uri, style_uri{', masks' if layout.masks else ''} and parameters as row "
+                        f"{rows[0]} (the job is listed twice)"
                     )
                     collector.add(
                         RowProblem(
@@ -146,16 +148,10 @@ def validate_manifest(
                     )
 
         if check_files:
-            distinct = {
-                c: pc.unique(pa.chunked_array(a, pa.large_string())).to_pylist() if a else []
-                for c, a in inputs.items()
-            }
-            uris = list(dict.fromkeys(u for values in distinct.values() for u in values))
-            failures = check_images(uris, storage_options=storage_options, workers=workers)
-            report.files_checked = len(uris)
-            if failures:
-                failing = {u: 1 for u in failures}
-                for column in REQUIRED_COLUMNS:
+            failures, report.files_checked = _check_files(inputs, storage_options, workers)
+            for column in (*REQUIRED_COLUMNS, *layout.masks):
+                if failures[column]:
+                    failing = {u: 1 for u in failures[column]}
                     refs: list[pa.Array] = []
                     for batch in iter_batches(parquet, uri, batch_rows, [column]):
                         arr = batch.column(column)
@@ -171,7 +167,7 @@ def validate_manifest(
                                     index=row,
                                     row_id=all_ids[row].as_py(),
                                     column=column,
-                                    message=f"{column} {file_uri!r}: {failures[file_uri]}",
+                                    message=f"{column} {file_uri!r}: {failures[column][file_uri]}",
                                 )
                             )
 
@@ -180,3 +176,26 @@ def validate_manifest(
     report.problem_count = collector.count
     report.bad_rows = int(collector.bad.sum())
     return report
+
+
+def _check_files(
+    inputs: dict[str, list[pa.Array]], storage_options: Mapping[str, Any] | None, workers: int
+) -> tuple[dict[str, dict[str, str]], int]:
+    """Per URI column, its failing files with their reasons; and how many distinct files were opened.
+
+    Images and masks are checked apart: a mask is decoded as a label map, whose own limits (colour count)
+    an image does not have; a file used both ways is checked both ways."""
+
+    def distinct(columns: tuple[str, ...]) -> list[str]:
+        values = (
+            pc.unique(pa.chunked_array(inputs[c], pa.large_string())).to_pylist()
+            for c in columns
+            if inputs.get(c)
+        )
+        return list(dict.fromkeys(u for v in values for u in v))
+
+    images, masks = distinct(REQUIRED_COLUMNS), distinct(MASK_COLUMNS)
+    image_failures = check_images(images, storage_options=storage_options, workers=workers)
+    mask_failures = check_images(masks, storage_options=storage_options, workers=workers, as_masks=True) if masks else {}
+    failures = {c: image_failures for c in REQUIRED_COLUMNS} | {c: mask_failures for c in MASK_COLUMNS}
+    return failures, len(images) + len(masks)

@@ -154,8 +154,8 @@ def show(
 ) -> None:
     """Rows, distinct inputs, parameter spread, and an upper-bound work and GPU-hour estimate.
 
-    With --ids: one line per row, `index  row_id  content_uri  style_uri` (JSON lines with --json), so the
-    ledger (keyed by row_id) can be joined to the manifest's rows.
+    With --ids: one line per row, `index  row_id  content_uri  style_uri` (JSON lines with --json, which
+    also hold the mask URIs), so the ledger (keyed by row_id) can be joined to the manifest's rows.
     """
     options = _options(storage_option)
     if ids:
@@ -211,9 +211,11 @@ def _print_ids(manifest: str, pairs: list[str], options: dict[str, Any], as_json
     for item in iter_manifest(manifest, defaults=defaults, storage_options=options):
         if isinstance(item, ManifestRow):
             entry = {"index": item.index, "row_id": item.row_id, "content_uri": item.content_uri,
-                     "style_uri": item.style_uri, "output_name": item.output_name, "problem": None}  # fmt: skip
+                     "style_uri": item.style_uri, "content_mask_uri": item.content_mask_uri,
+                     "style_mask_uri": item.style_mask_uri, "output_name": item.output_name, "problem": None}  # fmt: skip
         else:
             entry = {"index": item.index, "row_id": item.row_id, "content_uri": None, "style_uri": None,
+                     "content_mask_uri": None, "style_mask_uri": None,
                      "output_name": None, "problem": mask_text(str(item), options)}  # fmt: skip
         if as_json:
             typer.echo(json.dumps(entry, sort_keys=True))
