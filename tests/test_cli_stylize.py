@@ -30,6 +30,7 @@ def test_stylize_writes_image_curve_and_provenance(tmp_path) -> None:
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["params"]["steps"] == 6 and record["params"]["style_weight"] == 1e5
     assert record["style_weights"] == [1e5]  # the β each stage used
+    assert record["content_mask"] is None and record["style_masks"] is None
     assert record["weights"]["source"] == "random:0"
     assert record["versions"]["torch"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.curve.parquet", "result.json", "result.png"]
@@ -101,3 +102,41 @@ def test_misspelt_weights_get_a_did_you_mean(tmp_path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean random:0?" in lines[0]
     assert not (tmp_path / "o.png").exists()
+
+
+MASK_ARGS = ["--weights", "random:0", "--size", "32", "--steps", "2", "--log-every", "1", "-q"]
+
+
+def test_region_masks_through_the_cli_are_used_and_recorded(tmp_path) -> None:
+    from tests.pipeline.pipeline_checks import write_mask
+
+    regions = [(0, 0, 0), (255, 0, 0)]
+    content_mask = write_mask(tmp_path / "photo-mask.png", (170, 256), regions)  # chelsea.jpg is 256x170
+    style_mask = write_mask(tmp_path / "strokes-mask.png", (64, 64), regions)  # strokes.png is square
+    hubble = str(EXAMPLES / "style" / "hubble.jpg")
+    out = tmp_path / "masked.png"
+    proc = run_cli("stylize", CONTENT, STYLE, hubble, "-o", str(out), "--content-mask", content_mask,
+                   "--style-mask", style_mask, "--style-mask", "-", *MASK_ARGS)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert max(Image.open(out).size) == 32
+    record = json.loads((tmp_path / "masked.json").read_text())
+    assert record["content_mask"] == content_mask
+    assert record["style_masks"] == [style_mask, None]  # hubble.jpg serves every region whole
+
+    wrong = write_mask(tmp_path / "square.png", (64, 64), regions)  # not the content's aspect ratio
+    proc = run_cli("stylize", CONTENT, STYLE, "-o", str(tmp_path / "bad.png"), "--content-mask", wrong, *MASK_ARGS)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "square.png" in lines[0] and "aspect ratio" in lines[0]
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_style_masks_must_match_the_styles_and_need_a_content_mask(tmp_path) -> None:
+    hubble = str(EXAMPLES / "style" / "hubble.jpg")
+    out = str(tmp_path / "x.png")
+    result = CliRunner().invoke(app, ["stylize", CONTENT, STYLE, hubble, "-o", out, "--content-mask", "m.png",
+                                      "--style-mask", "s.png", *MASK_ARGS])  # fmt: skip
+    assert result.exit_code == 2 and "1 style masks for 2 style images" in result.output
+    result = CliRunner().invoke(app, ["stylize", CONTENT, STYLE, "-o", out, "--style-mask", "s.png", *MASK_ARGS])
+    assert result.exit_code == 2 and "needs --content-mask" in result.output
+    assert not (tmp_path / "x.png").exists()

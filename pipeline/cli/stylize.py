@@ -7,7 +7,7 @@ parameters, weights and versions beside it, each with one atomic write.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from pipeline.cli.options import (
     with_style_params,
 )
 from pipeline.store.fs import parse_storage_options
+
+if TYPE_CHECKING:
+    from pipeline.run.stylize import StylizeJob
 
 console = Console(stderr=True)
 
@@ -58,6 +61,47 @@ def parse_blend(text: str | None, count: int) -> tuple[float, ...] | None:
     return weights
 
 
+def parse_style_masks(masks: list[str] | None, count: int, content_mask: str | None) -> tuple[str | None, ...]:
+    """One --style-mask per style image, in order; `-` or an empty string for a style image without a mask."""
+    if not masks:
+        return ()
+    if len(masks) != count:
+        raise typer.BadParameter(
+            f"{len(masks)} style masks for {count} style images: give one per style image, in order "
+            "('-' for a style image without a mask)",
+            param_hint="--style-mask",
+        )
+    parsed = tuple(None if m in ("", "-") else m for m in masks)
+    if content_mask is None and any(m is not None for m in parsed):
+        raise typer.BadParameter(
+            "a style mask needs --content-mask: regions are matched by colour between the two", param_hint="--style-mask"
+        )
+    return parsed
+
+
+StyleBlendOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Comma-separated weights for several style images (default: equal)."),
+]
+InitImageOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Start from this image instead of --init (resized to the output size)."),
+]
+ContentMaskOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        help="Region mask of the content (PNG in flat colours, the content's aspect ratio): each colour is a region."
+    ),
+]
+StyleMaskOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        help="Region mask of a style image, one per STYLE in order ('-' for none); its colours style the content "
+        "regions of the same colours."
+    ),
+]
+
+
 @with_style_params
 def stylize_command(
     content: Annotated[str, typer.Argument(help="Content image: a path or any fsspec URI.")],
@@ -65,14 +109,10 @@ def stylize_command(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp); path or URI.")
     ],
-    style_blend: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Comma-separated weights for several style images (default: equal)."),
-    ] = None,
-    init_image: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Start from this image instead of --init (resized to the output size)."),
-    ] = None,
+    style_blend: StyleBlendOpt = None,
+    init_image: InitImageOpt = None,
+    content_mask: ContentMaskOpt = None,
+    style_mask: StyleMaskOpt = None,
     weights: WeightsOpt = "imagenet",
     weights_sha256: WeightsSha256Opt = None,
     arch: ArchOpt = Arch.vgg19,
@@ -88,9 +128,11 @@ def stylize_command(
     Writes OUTPUT, OUTPUT's stem + .curve.parquet (loss curve) and + .json (parameters, weights, versions).
 
     Example: nst stylize photo.jpg starry.jpg -o out.png --size 512 --steps 300
+
+    Regions: nst stylize photo.jpg sky.jpg -o out.png --content-mask photo-mask.png --style-mask sky-mask.png
     """
     # torch and the engine load here, not at import: `nst --help` and completion stay fast.
-    from pipeline.run.stylize import StylizeJob, stylize_job
+    from pipeline.run.stylize import StylizeJob
 
     image_format, curve_uri, json_uri = sidecar_paths(output)
     job = StylizeJob(
@@ -109,13 +151,22 @@ def stylize_command(
         device=device,
         compile=compile,
         storage_options=parse_storage_options(storage_option),
+        content_mask=content_mask,
+        style_masks=parse_style_masks(style_mask, len(style), content_mask),
     )
+    _run(job, quiet)
+
+
+def _run(job: StylizeJob, quiet: bool) -> None:
+    """The job under a progress bar, then its one summary line."""
+    from pipeline.run.stylize import stylize_job
+
     columns = (TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=quiet, transient=True) as bar:
-        task = bar.add_task("steps", total=sum(steps for _, steps in params.stages()))
+        task = bar.add_task("steps", total=sum(steps for _, steps in job.params.stages()))
         record, (width, height) = stylize_job(job, on_step=lambda done, total: bar.update(task, completed=done))
     losses = record["final_losses"]
     console.print(
-        f"wrote {mask_uri(output)} ({width}×{height}, {record['steps_run']} steps, loss {losses['total']:.4g}, "
+        f"wrote {mask_uri(job.output)} ({width}×{height}, {record['steps_run']} steps, loss {losses['total']:.4g}, "
         f"{record['seconds']:.1f}s)"
     )

@@ -33,6 +33,7 @@ from pipeline.cluster.row_checks import (
     numerical_problem,
     style_side,
 )
+from pipeline.cluster.row_masks import MaskFailure, RowMasks
 from pipeline.cluster.tasks import BatchSpec, RowOutcome, RowTask, WorkerConfig
 from pipeline.store.curves import curves_table, parquet_bytes
 from pipeline.store.errors import is_connection_error
@@ -60,6 +61,10 @@ class BatchHost(Protocol):
 
     def read_image(self, uri: str, long_side: int | None = None) -> torch.Tensor: ...
 
+    def read_mask(self, uri: str) -> torch.Tensor: ...
+
+    def style_mask(self, uri: str) -> torch.Tensor: ...
+
     def release_memory(self) -> None: ...
 
 
@@ -75,6 +80,11 @@ class BatchRun:
         self.started = utcnow()
         self.outcomes: dict[str, RowOutcome] = {}
         self.contents: dict[str, torch.Tensor] = {}
+        self.content_masks: dict[str, torch.Tensor | None] = {}
+        self.styles: dict[str, Style] = {}
+        """Each loaded row's Style: the batch's style image, with the row's style mask when it has one."""
+        self.plain: Style | None = None
+        """The style image without masks: rows without a style mask, and every row's metrics."""
         self.results: dict[str, ImageResult] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.metrics_errors: dict[str, str] = {}
@@ -90,7 +100,7 @@ class BatchRun:
             finished_at=utcnow(),
             error_kind=kind.value,
             error_message=mask_text(
-                message, self.worker.config.storage_options, (task.content_uri, task.style_uri, task.output_uri)
+                message, self.worker.config.storage_options, (*task.input_uris, task.output_uri)
             ),
         )
 
@@ -115,12 +125,17 @@ class BatchRun:
             return None
         io = self.worker.io
         futures = {t.row_id: io.submit(self.worker.read_image, t.content_uri, content_side(t.params)) for t in self.spec.rows}
+        masks = RowMasks(self.worker, self.spec.rows, Style(images=(style_image,), key=style_uri))
+        self.plain = masks.plain
         for task in self.spec.rows:
             try:
                 image = futures[task.row_id].result()
                 need = min_side(task.params)
                 check_shape(image, min(side for side, _ in task.params.stages()), need, mask_text(task.content_uri))
+                self.content_masks[task.row_id], self.styles[task.row_id] = masks.for_row(task, image)
                 self.contents[task.row_id] = image
+            except MaskFailure as exc:  # checked before the row joins the batch: only this row fails
+                self.fail(task, classify_read_error(exc.cause), str(exc), exc.cause)
             except Exception as exc:  # noqa: BLE001 - one bad row never stops the others
                 self.fail(task, classify_read_error(exc), f"content {describe(exc)}", exc)
         return style_image
@@ -134,12 +149,18 @@ class BatchRun:
         if not ready:
             return
         worker = self.worker
-        style = Style(images=(style_image,), key=ready[0].style_uri)
+        style = self.plain if self.plain is not None else Style(images=(style_image,), key=ready[0].style_uri)
+        styles = [self.styles.get(t.row_id, style) for t in ready]
+        content_masks = [self.content_masks.get(t.row_id) for t in ready]
         try:
             with worker.device_lock:
                 on_device = time.monotonic()
                 out = worker.stylizer.stylize(
-                    [self.contents[t.row_id] for t in ready], style, self.params, cache=worker.targets
+                    [self.contents[t.row_id] for t in ready],
+                    styles if any(s is not style for s in styles) else style,  # one Style unless masks differ
+                    self.params,
+                    content_masks=content_masks,
+                    cache=worker.targets,
                 )
                 worker.batches_run += 1
                 self.results = {t.row_id: r for t, r in zip(ready, out, strict=True)}
@@ -161,6 +182,7 @@ class BatchRun:
                 self.fail(task, kind, describe(exc))
         finally:
             self.contents.clear()
+            self.content_masks.clear()
 
     def score(self, style: Style, style_image: torch.Tensor) -> None:
         """Quality metrics (docs/metrics.md), one feature pass per output shape of the batch. A metric
@@ -243,4 +265,5 @@ class BatchRun:
             metrics=self.metrics.get(task.row_id),
             metrics_error=self.metrics_errors.get(task.row_id),
             optimise_seconds=self.device_share,
+            style_weights=tuple(float(w) for w in result.style_weights),
         )

@@ -59,7 +59,7 @@ def execute(
         install_stop_handlers()  # after ray.init: its C++ SIGTERM handler would abort the process
         weights = [config.weights] if "://" in config.weights or config.weights.startswith("/") else []
         check_uris_reachable(
-            [config.out, *(t.content_uri for t in tasks), *(t.style_uri for t in tasks), *weights], info
+            [config.out, *(u for t in tasks for u in t.input_uris), *weights], info
         )
         plan = plan_workers(info, settings.num_workers)
         note = None

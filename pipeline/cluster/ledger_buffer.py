@@ -38,7 +38,7 @@ def row_record(
     final = (row.final or {}) if row is not None and done else {}
     started = row.started_at if row is not None else None
     finished = row.finished_at if row is not None else utcnow()
-    uris = (task.content_uri, task.style_uri, task.output_uri)
+    uris = (*task.input_uris, task.output_uri)
     return LedgerRecord(
         record_id=uuid.uuid4().hex,
         run_id=run_id,
@@ -67,6 +67,9 @@ def row_record(
         optimise_seconds=row.optimise_seconds if row is not None and done else None,
         **{f"loss_{term}": final.get(term) for term in LOSS_TERMS},
         metrics_error=mask_text(row.metrics_error, storage_options, uris) if row is not None and row.metrics_error else None,
+        style_weights=list(row.style_weights) if row is not None and done and row.style_weights is not None else None,
+        content_mask_uri=task.content_mask_uri,
+        style_mask_uri=task.style_mask_uri,
     )
 
 

@@ -81,7 +81,7 @@ class OutagePolicy:
         """
         now = time.monotonic()
         root_key = None if is_local(self.root) else self.store_key(self.root)
-        for uri in (self.root, task.content_uri, task.style_uri):
+        for uri in (self.root, *task.input_uris):
             if is_local(uri):
                 continue
             key = self.store_key(uri)

@@ -59,6 +59,15 @@ class RowTask:
     """Times this row went back to the queue during a storage outage without spending an attempt."""
     held_since: float | None = None
     """Driver clock (time.monotonic) of the first hold for this row's own input store not answering."""
+    content_mask_uri: str | None = None
+    style_mask_uri: str | None = None
+    """Region masks (a style mask only with a content mask); rows of one batch may differ in them."""
+
+    @property
+    def input_uris(self) -> tuple[str, ...]:
+        """Every file the row reads: images, then the masks it has."""
+        masks = (self.content_mask_uri, self.style_mask_uri)
+        return (self.content_uri, self.style_uri, *(u for u in masks if u is not None))
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class RowOutcome:
     """The failure was the store not answering (connection refused, reset, timed out)."""
     optimise_seconds: float | None = None
     """This row's share of its batch's time holding the device (optimisation and metrics; lock wait excluded)."""
+    style_weights: tuple[float, ...] | None = None
+    """The β each coarse-to-fine stage used (measured per image under `style_ratio`)."""
 
 
 @dataclass

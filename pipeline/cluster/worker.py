@@ -23,6 +23,7 @@ import torch
 from jobs.masking import mask_text
 from nst_core.engine import Stylizer
 from nst_core.images import decode_image, max_file_bytes
+from nst_core.masks import decode_mask
 from nst_core.params import Precision
 from nst_core.precision import resolve_precision
 from pipeline.cluster.batch_run import BatchOOM, BatchRun
@@ -78,6 +79,7 @@ class StyleWorker:
         )
         self.targets: LRUCache = LRUCache(config.target_cache_size)
         self.style_images: LRUCache = LRUCache(config.style_image_cache_size)
+        self.style_masks: LRUCache = LRUCache(config.style_image_cache_size)
         self.device_lock = threading.Lock()
         self._style_lock = threading.Lock()
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="nst-io")
@@ -140,6 +142,27 @@ class StyleWorker:
             timeout=self.config.read_timeout,
         )
         return decode_image(data, name=mask_text(uri), max_pixels=self.config.max_pixels, long_side=long_side)
+
+    def read_mask(self, uri: str) -> torch.Tensor:
+        """A region mask as [H, W] labels, read like an image; decoded at full size, since a reduced decode
+        would blend the colours of neighbouring regions into new ones."""
+        data = read_bytes(
+            uri,
+            self.config.storage_options,
+            max_bytes=max_file_bytes(self.config.max_pixels),
+            timeout=self.config.read_timeout,
+        )
+        return decode_mask(data, name=mask_text(uri), max_pixels=self.config.max_pixels)
+
+    def style_mask(self, uri: str) -> torch.Tensor:
+        """Style masks are shared by many rows, like their style images: read once per worker."""
+        with self._style_lock:
+            if uri in self.style_masks:
+                return self.style_masks[uri]  # type: ignore[no-any-return]
+        mask = self.read_mask(uri)
+        with self._style_lock:
+            self.style_masks[uri] = mask
+        return mask
 
     def style_image(self, uri: str, long_side: int | None = None) -> torch.Tensor:
         key = (uri, long_side)

@@ -87,7 +87,13 @@ class _Planner:
         attempt = self._attempt(self.states.get(item.row_id))
         if attempt is None:
             return
-        extra = {"content_uri": item.content_uri, "style_uri": item.style_uri, "metadata": dict(item.metadata)}
+        extra = {
+            "content_uri": item.content_uri,
+            "style_uri": item.style_uri,
+            "content_mask_uri": item.content_mask_uri,
+            "style_mask_uri": item.style_mask_uri,
+            "metadata": dict(item.metadata),
+        }
         try:
             output_uri = self.layout.image_uri(item.row_id, item.output_name)
             fmt = image_format(output_uri)
@@ -110,6 +116,8 @@ class _Planner:
                 image_format=fmt,
                 metadata=dict(item.metadata),
                 attempt=attempt,
+                content_mask_uri=item.content_mask_uri,
+                style_mask_uri=item.style_mask_uri,
             )
         )
 

@@ -85,6 +85,9 @@ LEDGER_SCHEMA = pa.schema(
         ("params", pa.string()),
         ("optimise_seconds", pa.float64()),
         ("metrics_error", pa.string()),
+        ("style_weights", pa.list_(pa.float64())),
+        ("content_mask_uri", pa.string()),
+        ("style_mask_uri", pa.string()),
     ]
 )
 """`metadata` holds the manifest row's user columns as a JSON object string (schema-stable across parts).
@@ -92,13 +95,14 @@ LEDGER_SCHEMA = pa.schema(
 the same differences its row id is derived from) as a JSON object string, values in `StyleParams.to_dict`
 form: `json_extract(params, '$.style_weight')` in duckdb. `optimise_seconds` is the row's share of its
 batch's time on the device (waits for the device lock excluded); `seconds` runs from the batch's start
-to the row's commit; `metrics_error` says why a done row has no metrics. Parts written before these
-columns existed read them as nulls.
+to the row's commit; `metrics_error` says why a done row has no metrics; `style_weights` is the β each
+coarse-to-fine stage used (measured per image under `style_ratio`); `content_mask_uri`/`style_mask_uri` are
+the row's region masks. Parts written before these columns existed read them as nulls.
 The headline quality metrics (docs/metrics.md) have their own `metric_*` columns for sorting and filtering;
 `metrics` holds all of them, per-layer Gram errors included, as a JSON object string."""
 
 
-URI_COLUMNS = frozenset({"content_uri", "style_uri", "output_uri", "curve_uri"})
+URI_COLUMNS = frozenset({"content_uri", "style_uri", "output_uri", "curve_uri", "content_mask_uri", "style_mask_uri"})
 """Recorded with `user:password@` masked (the row id, not these, identifies the row)."""
 
 
@@ -139,6 +143,10 @@ class LedgerRecord:
     optimise_seconds: float | None = None
     metrics_error: str | None = None
     """Why a done row has no metrics: scoring failed after the image was made (`Type: message`)."""
+    style_weights: list[float] | None = None
+    """Done rows: the β of each coarse-to-fine stage."""
+    content_mask_uri: str | None = None
+    style_mask_uri: str | None = None
 
     def to_row(self, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -156,13 +164,14 @@ class LedgerRecord:
                 finite = {k: v for k, v in value.items() if math.isfinite(v)}
                 value = json.dumps(finite, sort_keys=True) if finite else None
             if name == "error_message" and value is not None:
-                value = mask_text(
-                    value, storage_options, (self.content_uri or "", self.style_uri or "", self.output_uri or "")
-                )
+                uris = (self.content_uri, self.style_uri, self.output_uri, self.content_mask_uri, self.style_mask_uri)
+                value = mask_text(value, storage_options, tuple(u or "" for u in uris))
             if name in URI_COLUMNS and value is not None:
                 value = mask_uri(value)
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
+            if name == "style_weights" and value is not None:
+                value = [float(v) if math.isfinite(v) else None for v in value]
             row[name] = value
         return row
 

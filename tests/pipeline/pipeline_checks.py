@@ -44,6 +44,17 @@ def write_images(
     return paths
 
 
+def write_mask(path: Path, shape: tuple[int, int], colours: Sequence[tuple[int, int, int]]) -> str:
+    """A region mask: `shape` (H, W) split into vertical bands, one flat colour each (a real PNG file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.zeros((*shape, 3), dtype=np.uint8)
+    bands = np.array_split(np.arange(shape[1]), len(colours))
+    for columns, colour in zip(bands, colours, strict=True):
+        array[:, columns] = colour
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
 def write_manifest(
     path: str | Path, rows: Sequence[dict[str, Any]], storage_options: dict[str, Any] | None = None
 ) -> str:
