@@ -27,6 +27,7 @@ from nst_core.losses import (
     total_loss,
     tv_loss,
 )
+from nst_core.masks import check_masks
 from nst_core.params import (
     Init,
     OptimizerName,
@@ -38,6 +39,7 @@ from nst_core.params import (
     StyleParams,
 )
 from nst_core.precision import conv_autocast, cuda_run_settings, flush_denormals, resolve_precision
+from nst_core.spatial import guided_style_term, is_guided
 from nst_core.targets import Style, StyleTargets, compute_style_targets, needs_content, target_cache_key
 from nst_core.vgg import VGGFeatures
 
@@ -277,12 +279,15 @@ class Stylizer:
         cache: MutableMapping[Hashable, StyleTargets] | None = None,
         init_images: Sequence[Tensor] | None = None,
         callback: Callable[[StepReport], None] | None = None,
+        content_masks: Sequence[Tensor | None] | None = None,
     ) -> list[ImageResult]:
         """Stylise every content image; result i belongs to contents[i].
 
         contents: [3,H,W] in [0,1], any size (resized to the stage long side). styles: one for all or one
-        per content. init_images (one per content) replace params.init. Contents whose shapes agree at every
-        stage are optimised as one batch.
+        per content. init_images (one per content) replace params.init. content_masks (one [H, W] label map
+        or None per content, `nst_core.masks`): spatial control, region v styled by the style's region v;
+        checked here (MaskError), callers that batch rows check each row first with `masks.check_masks`.
+        Contents whose shapes agree at every stage are optimised as one batch.
         """
         contents = list(contents)
         for i, c in enumerate(contents):
@@ -299,6 +304,11 @@ class Stylizer:
                 )
         if init_images is not None and len(init_images) != len(contents):
             raise ValueError(f"{len(init_images)} init images for {len(contents)} contents")
+        masks: list[Tensor | None] = list(content_masks) if content_masks is not None else [None] * len(contents)
+        if len(masks) != len(contents):
+            raise ValueError(f"{len(masks)} content masks for {len(contents)} contents (None for no mask)")
+        for i, (c, m, st) in enumerate(zip(contents, masks, style_list, strict=True)):
+            check_masks((int(c.shape[1]), int(c.shape[2])), m, st, names=(f"content mask {i}",))
         # `auto` becomes this device's arithmetic once, so targets, their cache keys and metadata name it.
         params = params.replace(precision=resolve_precision(params.precision, self.device))
         stages = params.stages()
@@ -312,7 +322,7 @@ class Stylizer:
             self.device, params.precision, autotune=self.autotune
         ):
             self._run_groups(
-                contents, style_list, init_images, groups, params, cache, memo, callback, results
+                contents, style_list, init_images, masks, groups, params, cache, memo, callback, results
             )
         return [r for r in results if r is not None]
 
@@ -321,6 +331,7 @@ class Stylizer:
         contents: list[Tensor],
         style_list: list[Style],
         init_images: Sequence[Tensor] | None,
+        masks: list[Tensor | None],
         groups: dict[tuple[tuple[int, int], ...], list[int]],
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
@@ -337,6 +348,7 @@ class Stylizer:
                     [contents[i] for i in chunk],
                     [style_list[i] for i in chunk],
                     None if init_images is None else [init_images[i] for i in chunk],
+                    [masks[i] for i in chunk],
                     shapes,
                     params,
                     cache,
@@ -381,16 +393,15 @@ class Stylizer:
         return targets
 
     # ------------------------------------------------------------------ internals
-    def _batch_targets(
+    def _pick_targets(
         self,
         styles: list[Style],
         content: Tensor,
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
         memo: dict[tuple[int, int], StyleTargets],
-    ) -> dict[str, tuple[Tensor, ...]]:
-        """Per style layer (Â,) for Gram, (μ_s, Σ_s, Σ_s^½) for W2: with a leading 1 when one
-        content-independent style serves the batch, else B ([B,N,N] Grams, [B,N] means)."""
+    ) -> list[StyleTargets]:
+        """Each image's targets at this stage (one object shared by the images of one content-independent style)."""
         shape = (int(content.shape[-2]), int(content.shape[-1]))
         per_content = needs_content(params)
         picked: list[StyleTargets] = []
@@ -405,15 +416,7 @@ class Stylizer:
             if not per_content:
                 memo[memo_key] = t
             picked.append(t)
-        def parts(t: StyleTargets, k: str) -> tuple[Tensor, ...]:
-            return t.moments[k] if params.style_loss is StyleLossKind.w2 else (t.grams[k],)
-
-        if all(t is picked[0] for t in picked):
-            return {k: tuple(v.unsqueeze(0) for v in parts(picked[0], k)) for k in params.style_layers}
-        return {
-            k: tuple(torch.stack(vs) for vs in zip(*(parts(t, k) for t in picked), strict=True))
-            for k in params.style_layers
-        }
+        return picked
 
     def _init(
         self,
@@ -454,6 +457,7 @@ class Stylizer:
         contents: list[Tensor],
         styles: list[Style],
         inits: list[Tensor] | None,
+        masks: list[Tensor | None],
         shapes: tuple[tuple[int, int], ...],
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
@@ -479,6 +483,7 @@ class Stylizer:
                 x0,
                 content,
                 styles,
+                masks,
                 params,
                 cache,
                 memo,
@@ -502,6 +507,7 @@ class Stylizer:
         x0: Tensor,
         content: Tensor,
         styles: list[Style],
+        masks: list[Tensor | None],
         params: StyleParams,
         cache: MutableMapping[Hashable, StyleTargets] | None,
         memo: dict[tuple[int, int], StyleTargets],
@@ -516,7 +522,7 @@ class Stylizer:
         """One stage. `warm`: Adam's state to start from (already at this stage's size); `keep_state`:
         return Adam's state at the end for the next stage (`warm_start`), else None."""
         batch = x0.shape[0]
-        targets = self._batch_targets(styles, content, params, cache, memo)
+        picked = self._pick_targets(styles, content, params, cache, memo)
         content_view = luminance(content).clamp(0, 1).expand(-1, 3, -1, -1) if lum else content
         with torch.no_grad(), conv_autocast(self.device, params.precision):
             content_feats = self.model(
@@ -526,15 +532,20 @@ class Stylizer:
             {n: ContentLoss(content_feats[n], params.distance) for n in params.content_layers},
             layer_weights(params.content_layers, params.content_layer_weights),
         )
-        style_term = WeightedSum(
-            {
-                n: StyleLossW2(*targets[n])
-                if params.style_loss is StyleLossKind.w2
-                else StyleLoss(targets[n][0], params.style_normalization, params.distance)
-                for n in params.style_layers
-            },
-            layer_weights(params.style_layers, params.style_layer_weights),
-        )
+        if is_guided(masks, picked):
+            shape = (int(x0.shape[-2]), int(x0.shape[-1]))
+            style_term = guided_style_term(picked, masks, shape, params, self.model.arch.value, self.device)
+        else:
+            targets = _stacked_parts(picked, params)
+            style_term = WeightedSum(
+                {
+                    n: StyleLossW2(*targets[n])
+                    if params.style_loss is StyleLossKind.w2
+                    else StyleLoss(targets[n][0], params.style_normalization, params.distance)
+                    for n in params.style_layers
+                },
+                layer_weights(params.style_layers, params.style_layer_weights),
+            )
         objective = _Objective(
             self.model,
             content_term,
@@ -703,6 +714,18 @@ class Stylizer:
 
 _MAX_LINE_SEARCH = 25
 """Evaluations torch's strong-Wolfe search may make per iteration (its fixed `max_ls`)."""
+
+
+def _stacked_parts(picked: list[StyleTargets], params: StyleParams) -> dict[str, tuple[Tensor, ...]]:
+    """Per style layer (Â,) for Gram, (μ_s, Σ_s, Σ_s^½) for W2: with a leading 1 when one
+    content-independent style serves the batch, else B ([B,N,N] Grams, [B,N] means)."""
+    w2 = params.style_loss is StyleLossKind.w2
+    if all(t is picked[0] for t in picked):
+        return {k: tuple(v.unsqueeze(0) for v in picked[0].parts(k, w2)) for k in params.style_layers}
+    return {
+        k: tuple(torch.stack(vs) for vs in zip(*(t.parts(k, w2) for t in picked), strict=True))
+        for k in params.style_layers
+    }
 
 
 def _free(x: Tensor, grad: Tensor) -> Tensor:

@@ -160,11 +160,31 @@ def w2_layer_loss(
         mean, cov = feature_moments(features)
         mu_s, sigma_s = _wide(target_mean), _wide(target_cov)
         root_s = sqrtm_newton_schulz(sigma_s, iterations) if target_cov_sqrt is None else _wide(target_cov_sqrt)
-        inner = root_s @ cov @ root_s
-        inner = 0.5 * (inner + inner.transpose(-2, -1))  # symmetric up to rounding; the iteration assumes it
-        cross = sqrtm_newton_schulz(inner, iterations).diagonal(dim1=-2, dim2=-1).sum(-1)
-        traces = cov.diagonal(dim1=-2, dim2=-1).sum(-1) + sigma_s.diagonal(dim1=-2, dim2=-1).sum(-1)
-        return ((mean - mu_s).square().sum(-1) + traces - 2 * cross) / n
+        return w2_from_moments(mean, cov, mu_s, sigma_s, root_s, n, iterations=iterations)
+
+
+def w2_from_moments(
+    mean: Tensor,
+    cov: Tensor,
+    mu_s: Tensor,
+    sigma_s: Tensor,
+    root_s: Tensor,
+    n: int,
+    *,
+    iterations: int = W2_NEWTON_SCHULZ_ITERATIONS,
+    empty: Tensor | None = None,
+) -> Tensor:
+    """W2² / n of Gaussians given by their moments ([…, N], […, N, N]); `empty` ([…] bool) marks pairs whose
+    value is unused (regions without pixels): their zero cross term is replaced by the identity's before the
+    square root, whose gradient at a zero matrix is 0/0 and would spread NaN through the zero weight."""
+    inner = root_s @ cov @ root_s
+    inner = 0.5 * (inner + inner.transpose(-2, -1))  # symmetric up to rounding; the iteration assumes it
+    if empty is not None:
+        eye = torch.eye(inner.shape[-1], dtype=inner.dtype, device=inner.device)
+        inner = torch.where(empty[..., None, None], eye, inner)
+    cross = sqrtm_newton_schulz(inner, iterations).diagonal(dim1=-2, dim2=-1).sum(-1)
+    traces = cov.diagonal(dim1=-2, dim2=-1).sum(-1) + sigma_s.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return ((mean - mu_s).square().sum(-1) + traces - 2 * cross) / n
 
 
 def total_loss(
@@ -287,5 +307,6 @@ __all__ = [
     "style_loss",
     "total_loss",
     "tv_loss",
+    "w2_from_moments",
     "w2_layer_loss",
 ]

@@ -11,8 +11,10 @@ import torch
 from torch import Tensor
 
 from nst_core.colour import luminance, match_color_histogram, match_luminance
+from nst_core.guided import guided_gram, guided_moments
 from nst_core.images import resize_long_side
 from nst_core.losses import feature_moments, gram, sqrtm_newton_schulz
+from nst_core.masks import layer_masks, one_hot, regions_of, style_masks
 from nst_core.params import Pooling, PreserveColor, StyleLossKind, StyleParams
 from nst_core.precision import conv_precision, resolve_precision
 from nst_core.vgg import VGGFeatures
@@ -26,11 +28,14 @@ class Style:
     """A style: one image or several blended with weights (Gatys et al. 2017 §4: Gram targets mixed linearly).
 
     key: the caller's identity for the image(s) (e.g. their URIs); "" disables caching of its targets.
+    masks: one [H, W] label map or None per image (`nst_core.masks`): region v of a content mask is styled
+    by region v of these; an image without a mask serves every region whole. Part of the cache key.
     """
 
     images: tuple[Tensor, ...]
     weights: tuple[float, ...] | None = None
     key: str = ""
+    masks: tuple[Tensor | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.images, Tensor):
@@ -50,6 +55,11 @@ class Style:
             if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
                 raise ValueError(f"style weights must be finite, >= 0 and not all 0, got {weights}")
             object.__setattr__(self, "weights", weights)
+        if self.masks is not None:
+            masks = tuple(self.masks)
+            if len(masks) != len(self.images):
+                raise ValueError(f"{len(masks)} style masks for {len(self.images)} style images (None for no mask)")
+            object.__setattr__(self, "masks", masks if any(m is not None for m in masks) else None)
 
     def blend_weights(self) -> tuple[float, ...]:
         """Weights normalised to sum to 1 (equal when none were given)."""
@@ -74,22 +84,42 @@ class StyleTargets:
     pooling: Pooling
     preserve_color: PreserveColor
     meta: dict[str, object] = field(default_factory=dict)
-    moments: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    moments: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)
+    regions: tuple[int, ...] = ()
+    """Labels of the style's mask regions (`nst_core.masks`); () when the style has no mask."""
+    region_parts: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)
+    """Per style layer, with regions: (Â [R, N, N],) for Gram, (μ [R, N], Σ [R, N, N], Σ^½ [R, N, N]) for W2,
+    in `regions` order."""
 
     def to(self, device: torch.device | str) -> StyleTargets:
         if all(g.device == torch.device(device) for g in self._tensors()):
             return self
+
+        def move(parts: dict[str, tuple[Tensor, ...]]) -> dict[str, tuple[Tensor, ...]]:
+            return {k: tuple(t.to(device) for t in v) for k, v in parts.items()}
+
         return StyleTargets(
             {k: v.to(device) for k, v in self.grams.items()},
             self.long_side,
             self.pooling,
             self.preserve_color,
             self.meta,
-            {k: (m.to(device), c.to(device), r.to(device)) for k, (m, c, r) in self.moments.items()},
+            move(self.moments),
+            self.regions,
+            move(self.region_parts),
         )
 
+    def parts(self, layer: str, w2: bool, label: int | None = None) -> tuple[Tensor, ...]:
+        """The loss targets of one layer: the whole style's, or region `label`'s (the whole style's when the
+        style has no mask, which then serves every region)."""
+        if label is None or not self.regions:
+            return self.moments[layer] if w2 else (self.grams[layer],)
+        r = self.regions.index(label)
+        return tuple(t[r] for t in self.region_parts[layer])
+
     def _tensors(self) -> list[Tensor]:
-        return [*self.grams.values(), *(t for triple in self.moments.values() for t in triple)]
+        parts = (*self.moments.values(), *self.region_parts.values())
+        return [*self.grams.values(), *(t for group in parts for t in group)]
 
     @property
     def nbytes(self) -> int:
@@ -108,7 +138,11 @@ def needs_content(params: StyleParams) -> bool:
 
 def content_digest(content: Tensor) -> str:
     """Identity of a (resized) content image for cache keys of content-dependent targets."""
-    array = content.detach().float().cpu().contiguous().numpy()
+    return _tensor_digest(content.detach().float())
+
+
+def _tensor_digest(t: Tensor) -> str:
+    array = t.cpu().contiguous().numpy()
     return hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()
 
 
@@ -119,7 +153,8 @@ def target_cache_key(
 
     Includes everything the targets depend on: the style identity and blend weights, the style size
     (content long side × style_scale), layers, pooling, first-convolution padding, colour mode, precision and
-    the style loss (Gram and W2 targets differ); with a colour-preserving mode also the content itself (pass the resized `content`). The model identity is added by the Stylizer.
+    the style loss (Gram and W2 targets differ), the style's masks; with a colour-preserving mode also the
+    content itself (pass the resized `content`). The model identity is added by the Stylizer.
     """
     if not style.key:
         return None
@@ -136,6 +171,8 @@ def target_cache_key(
         params.precision.value,
         params.style_loss.value,
     )
+    if style.masks is not None:
+        key += (tuple(None if m is None else _tensor_digest(m) for m in style.masks),)
     if needs_content(params):
         if content is None:
             raise ValueError(
@@ -188,7 +225,10 @@ def compute_style_targets(
     per_image: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in layers}
     w2 = params.style_loss is StyleLossKind.w2
     blend = style.blend_weights()
-    for image, w in zip(style.images, blend, strict=True):
+    masks = style_masks(style)
+    labels = tuple(sorted({v for m in masks if m is not None for v in regions_of(m)}))
+    regional: dict[str, list[tuple[Tensor, ...]]] = {name: [] for name in layers}
+    for image, mask, w in zip(style.images, masks, blend, strict=True):
         s = prepare_style_image(image.to(dev).float(), long_side, params.preserve_color, content)
         with conv_precision(dev, params.precision):
             feats = model(s.unsqueeze(0), layers, params.pooling, params.padding)
@@ -199,16 +239,21 @@ def compute_style_targets(
             if w2:
                 mean, cov = feature_moments(f)
                 per_image[name].append((mean[0], cov[0]))
-    moments: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        if labels:
+            shape = (int(s.shape[-2]), int(s.shape[-1]))
+            if mask is None:  # serves every region whole
+                region_masks = torch.ones((1, len(labels), *shape), device=dev)
+            else:
+                region_masks = one_hot(mask, labels, shape, dev).unsqueeze(0)
+            guides = layer_masks(region_masks, layers, params.pooling, model.arch.value)
+            for name in layers:
+                stats = guided_moments(feats[name], guides[name]) if w2 else guided_gram(feats[name], guides[name])
+                regional[name].append(tuple(t[0] for t in stats))  # (Â, mass) or (μ, Σ, mass), per region
+    moments: dict[str, tuple[Tensor, ...]] = {}
     if w2:
         for name, pairs in per_image.items():
-            mu = sum(w * m for w, (m, _) in zip(blend, pairs, strict=True))
-            assert isinstance(mu, Tensor)
-            sigma = sum(
-                w * (c + torch.outer(m - mu, m - mu)) for w, (m, c) in zip(blend, pairs, strict=True)
-            )
-            assert isinstance(sigma, Tensor)
-            moments[name] = (mu, sigma, sqrtm_newton_schulz(sigma))
+            mu, sigma = _mixture(torch.tensor(blend, device=dev)[:, None], [(m[None], c[None]) for m, c in pairs])
+            moments[name] = (mu[0], sigma[0], sqrtm_newton_schulz(sigma[0]))
     return StyleTargets(
         grams,
         long_side,
@@ -220,7 +265,37 @@ def compute_style_targets(
             "precision": resolve_precision(params.precision, dev).value,
         },
         moments=moments,
+        regions=labels,
+        region_parts={name: _blend_regions(stats, blend, w2) for name, stats in regional.items()} if labels else {},
     )
+
+
+def _mixture(weights: Tensor, parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """The Gaussian of a mixture: μ = Σ_k w_k μ_k, Σ = Σ_k w_k (Σ_k + (μ_k − μ)(μ_k − μ)ᵀ), for [R] groups at
+    once (weights [K, R], each part (μ_k [R, N], Σ_k [R, N, N]); the centred form avoids the cancellation of
+    Σ_k w_k (Σ_k + μ_k μ_kᵀ) − μμᵀ in float32)."""
+    mu = sum(w[:, None] * m for w, (m, _) in zip(weights, parts, strict=True))
+    assert isinstance(mu, Tensor)
+    sigma = sum(
+        w[:, None, None] * (c + (m - mu)[:, :, None] * (m - mu)[:, None, :])
+        for w, (m, c) in zip(weights, parts, strict=True)
+    )
+    assert isinstance(sigma, Tensor)
+    return mu, sigma
+
+
+def _blend_regions(stats: list[tuple[Tensor, ...]], blend: tuple[float, ...], w2: bool) -> tuple[Tensor, ...]:
+    """Region r's target mixes the images that have pixels of r at this layer, their blend weights
+    renormalised over those images (a region only one image has takes that image's statistics)."""
+    mass = torch.stack([s[-1] for s in stats])  # [K, R]
+    weights = torch.tensor(blend, device=mass.device)[:, None] * (mass > 0)
+    weights = weights / weights.sum(0, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    if not w2:
+        a_hat = sum(w[:, None, None] * s[0] for w, s in zip(weights, stats, strict=True))
+        assert isinstance(a_hat, Tensor)
+        return (a_hat,)
+    mu, sigma = _mixture(weights, [(s[0], s[1]) for s in stats])
+    return mu, sigma, sqrtm_newton_schulz(sigma)
 
 
 __all__ = [
