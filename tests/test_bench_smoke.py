@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -116,3 +118,16 @@ def test_gpu_suite_skips_sections_past_its_budget(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["skipped"][0] == "reference" and "loss" in data["skipped"] and data["rows"] == []
     assert "skipped reference" in out
+
+
+def test_quality_variants_runs_resumes_and_draws_its_sheet(tmp_path: Path) -> None:
+    args = ("--quick", "--only", "gram,gram ema c2f", "--out", str(tmp_path), "--sheet", str(tmp_path / "s.jpg"))
+    out, data = _run("quality_variants", *args)
+    assert data["variants"] == ["gram", "gram ema c2f"] and "gram_err" in out
+    (pair,) = data["pairs"].values()
+    for name, figures in pair.items():
+        assert 0 < figures["gram_err"] and 0 < figures["content_dist"], (name, figures)
+    assert pair["gram"]["compute"] == 1.0 and 0 < pair["gram ema c2f"]["compute"] < 1
+    again, resumed = _run("quality_variants", *args)
+    assert "gram_err 0." not in again and resumed["pairs"] == data["pairs"]  # nothing recomputed
+    assert Image.open(tmp_path / "s.jpg").size == (4 * 160, 160)  # content, style, two variants
