@@ -1,7 +1,8 @@
 """The report page's stylesheet and script, read from the package's static/ folder for `render_html`.
 
-They are real files (static/report.css, static/report.js) so they can be edited, linted and diffed as CSS
-and JavaScript; `render_html` inlines both, so the report stays one self-contained HTML file. The wheel
+They are real files (static/report.css; static/dom.js, the helpers that read no data, and static/report.js,
+the views) so they can be edited, linted and diffed as CSS and JavaScript; `render_html` inlines them, so
+the report stays one self-contained HTML file. The wheel
 ships them as package data, and importlib.resources finds them in any installed form (folder or zip).
 
 The script reads the one JSON blob in `<script id="nst-data">` and builds every view with DOM calls
@@ -20,4 +21,5 @@ def read_static(name: str) -> str:
 
 
 CSS = read_static("report.css")
-JS = read_static("report.js")
+JS = read_static("dom.js") + read_static("report.js")
+"""One script: the helpers first, as the views take them from their `NST` object."""

@@ -12,7 +12,7 @@ def static_text(name: str) -> str:
 
 
 def test_page_inlines_the_static_stylesheet_and_script() -> None:
-    css, js = static_text("report.css"), static_text("report.js")
+    css, js = static_text("report.css"), static_text("dom.js") + static_text("report.js")
     page = render_html({"out": "/runs/a", "status": {}, "run": {}})
     assert f"<style>\n{css}</style>" in page
     assert f"<script>\n{js}</script>" in page
