@@ -30,7 +30,24 @@ RetryFailedOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--workers", min=1, help="Actors: default one per GPU; on CPU-only clusters 1."),
+    typer.Option("--workers", min=1, help="Actors to start with: default one per GPU; on CPU-only clusters 1."),
+]
+MaxWorkersOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--max-workers",
+        min=1,
+        help="GPU clusters: start a worker on each GPU that joins while rows remain, up to this many "
+        "(default: --workers if given, else no limit).",
+    ),
+]
+RequestGpusOpt = Annotated[
+    bool,
+    typer.Option(
+        "--request-gpus",
+        help="Ask the Ray autoscaler for GPUs (one per worker, up to --max-workers) while rows wait; "
+        "the request is cleared when the run ends.",
+    ),
 ]
 MaxPixelsOpt = Annotated[
     int,

@@ -3,15 +3,15 @@
 Called by `execute`. One loop over `ray.wait` (never ActorPool, which drops failed work): each actor holds
 up to two calls (one optimising, one loading); which rows go where is the scheduler's decision, what a
 storage failure means is the outage policy's, how outcomes become records is the ledger buffer's. Here:
-failed rows come back with backoff until `max_attempts`, a dead actor's rows are rescheduled and the
-actor is probed until its restart completes, and an out-of-memory batch is split in half.
+failed rows come back with backoff until `max_attempts`; a dead actor's rows go back to the queue without
+spending attempts (the scheduler isolates a row that keeps dying with its worker) and the actor is probed
+until its restart completes; an out-of-memory batch is split in half.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import ray
@@ -19,20 +19,23 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from nst_core.params import StyleParams
 from pipeline.cluster.events import DriverStats, OnEvent, RunProgressed
-from pipeline.cluster.ledger_buffer import LedgerBuffer, row_record
+from pipeline.cluster.ledger_buffer import LedgerBuffer
 from pipeline.cluster.outage import OutagePolicy
-from pipeline.cluster.scheduler import SLOTS_PER_WORKER, Scheduler, WorkerSlot, retry_delay
-from pipeline.cluster.tasks import STORAGE_TIMEOUT_S, BatchOutcome, BatchSpec, RowOutcome, RowTask
+from pipeline.cluster.outcomes import Outcomes
+from pipeline.cluster.scheduler import SLOTS_PER_WORKER, Scheduler, WorkerSlot
+from pipeline.cluster.tasks import STORAGE_TIMEOUT_S, BatchOutcome, BatchSpec, RowTask
 from pipeline.store.layout import OutputLayout
 from pipeline.store.lease import lost_reason
 from pipeline.store.records import ErrorKind
 
 PING_INTERVAL_S = 2.0
+GROW_INTERVAL_S = 2.0
+"""How often the driver looks for GPUs that joined the cluster (and renews its autoscaler request)."""
 NO_WORKER_TIMEOUT_S = 600.0
 """Give up when no actor has answered for this long (e.g. every GPU node is gone)."""
 
 
-class Driver:
+class Driver(Outcomes):
     def __init__(
         self,
         *,
@@ -46,6 +49,7 @@ class Driver:
         style_cache_size: int,
         on_event: OnEvent | None = None,
         storage_timeout: float = STORAGE_TIMEOUT_S,
+        pool: Any = None,
     ) -> None:
         self.workers = [
             WorkerSlot(
@@ -53,6 +57,7 @@ class Driver:
                 name=str(info.get("name", f"w{i}")),
                 device=str(info.get("device", "")),
                 node=str(info.get("node", "")),
+                gpu_ids=tuple(info.get("gpu_ids") or ()),
             )
             for i, (a, info) in enumerate(zip(actors, infos, strict=True))
         ]
@@ -67,6 +72,9 @@ class Driver:
         self.buffer = LedgerBuffer(layout, storage_options, self.outage)
         self.in_flight: dict[Any, tuple[int, BatchSpec]] = {}
         self.started = time.monotonic()
+        self.pool = pool
+        """runtime.WorkerPool (grow, request) or None for a fixed set of actors."""
+        self._next_grow = 0.0
 
     @property
     def total(self) -> int:
@@ -88,6 +96,7 @@ class Driver:
         try:
             while not self._must_stop():
                 self.queue.release_delayed()
+                self._grow()
                 self._probe_workers()
                 self._fill_slots()
                 if not self.in_flight and not self.pending():
@@ -151,15 +160,23 @@ class Driver:
         if self.outage.paused():
             return  # a storage outage: sending work now would only fail it again
         for index, worker in enumerate(self.workers):
-            while worker.alive and worker.in_flight < SLOTS_PER_WORKER:
+            if worker.alive and worker.in_flight == 0 and self.queue.isolated:
+                spec = self.queue.next_isolated()
+                assert spec is not None
+                self._send(index, worker, spec)
+                worker.alone = True
+            while worker.alive and not worker.alone and worker.in_flight < SLOTS_PER_WORKER:
                 spec = self.queue.next_batch(worker, self.workers)
                 if spec is None:
-                    return
-                ref = worker.actor.run_batch.remote(spec)
-                self.in_flight[ref] = (index, spec)
-                worker.in_flight += 1
-                worker.current = spec.rows[0].style_uri.rsplit("/", 1)[-1]
-                worker.remember(spec.style_key, self.style_cache_size)
+                    break
+                self._send(index, worker, spec)
+
+    def _send(self, index: int, worker: WorkerSlot, spec: BatchSpec) -> None:
+        ref = worker.actor.run_batch.remote(spec)
+        self.in_flight[ref] = (index, spec)
+        worker.in_flight += 1
+        worker.current = spec.rows[0].style_uri.rsplit("/", 1)[-1]
+        worker.remember(spec.style_key, self.style_cache_size)
 
     # -- outcomes -------------------------------------------------------------------------------------
 
@@ -173,41 +190,17 @@ class Driver:
         worker.in_flight -= 1
         try:
             outcome: BatchOutcome = ray.get(ref)
-        except RayActorError as exc:
-            self.stats.worker_losses += 1
-            self._worker_lost(worker)
-            self._fail_batch(spec, ErrorKind.worker_lost, f"worker {worker.name} lost: {type(exc).__name__}")
-            return
-        except ray.exceptions.OutOfMemoryError as exc:
-            self._worker_lost(worker)
-            self._fail_batch(spec, ErrorKind.oom, f"worker killed by Ray's memory monitor: {exc}")
-            return
         except RayTaskError as exc:
             self._fail_batch(spec, ErrorKind.internal, f"{type(exc.cause).__name__}: {exc.cause}")
             return
-        except RayError as exc:
-            self._fail_batch(spec, ErrorKind.worker_lost, f"{type(exc).__name__}: {exc}")
+        except (RayActorError, ray.exceptions.OutOfMemoryError, RayError) as exc:
+            # The actor died, its node went away, or Ray's memory monitor killed it: nothing says which row,
+            # if any, was at fault, so no attempt is spent (the scheduler isolates repeat suspects).
+            memory = isinstance(exc, ray.exceptions.OutOfMemoryError)
+            self._worker_died(worker, spec, "killed by Ray's memory monitor" if memory else type(exc).__name__)
             return
+        worker.alone = False
         self._handle_outcome(worker, spec, outcome)
-
-    def _handle_outcome(self, worker: WorkerSlot, spec: BatchSpec, outcome: BatchOutcome) -> None:
-        worker.cache_hits, worker.cache_misses = outcome.cache_hits, outcome.cache_misses
-        worker.device, worker.node = outcome.device, outcome.node
-        if outcome.oom:
-            self.stats.oom_splits += 1
-            self.queue.split(spec)
-            return
-        by_id = {task.row_id: task for task in spec.rows}
-        for row in outcome.rows:
-            task = by_id[row.row_id]
-            if row.ok:
-                self.outage.over()
-                self.stats.done += 1
-                worker.rows_done += 1
-                self.buffer.append(row_record(self.run_id, task, row, outcome, spec, self.storage_options))
-            else:
-                kind = ErrorKind(row.error_kind or "internal")
-                self._fail_row(task, kind, row.error_message or "", row, outcome, spec)
 
     def _handle_ping(self, worker: WorkerSlot, ref: Any) -> None:
         worker.ping = None
@@ -217,19 +210,25 @@ class Driver:
             worker.next_ping = time.monotonic() + PING_INTERVAL_S
             return
         worker.alive = True
+        worker.left_at = None
+        worker.current = ""
         worker.device, worker.node = str(info.get("device", "")), str(info.get("node", ""))
+        worker.gpu_ids = tuple(info.get("gpu_ids") or ())
         worker.styles.clear()  # a restarted actor starts with an empty cache
 
-    def _worker_lost(self, worker: WorkerSlot) -> None:
-        if worker.alive:
-            worker.restarts += 1
-            worker.earlier_hits += worker.cache_hits
-            worker.earlier_misses += worker.cache_misses
-            worker.cache_hits = worker.cache_misses = 0
-        worker.alive = False
-        worker.current = "restarting"
-        worker.styles.clear()
-        worker.next_ping = time.monotonic() + 0.5
+    def _grow(self) -> None:
+        """New GPUs get a worker while rows remain; the autoscaler is asked for one GPU per row waiting
+        (up to the pool's limit) and told nothing more is needed once the queue is empty."""
+        now = time.monotonic()
+        if self.pool is None or now < self._next_grow:
+            return
+        self._next_grow = now + GROW_INTERVAL_S
+        pending = self.pending()
+        self.pool.request(min(pending, self.pool.limit or pending))
+        if not pending:
+            return
+        for actor, name in self.pool.grow():
+            self.workers.append(WorkerSlot(actor=actor, name=name, alive=False, current="starting", ping=actor.info.remote()))
 
     def _probe_workers(self) -> None:
         now = time.monotonic()
@@ -237,36 +236,4 @@ class Driver:
             if not worker.alive and worker.ping is None and worker.in_flight == 0 and now >= worker.next_ping:
                 worker.ping = worker.actor.info.remote()
 
-    def _fail_batch(self, spec: BatchSpec, kind: ErrorKind, message: str) -> None:
-        for task in spec.rows:
-            self._fail_row(task, kind, message, None, None, spec)
-
-    def _fail_row(
-        self,
-        task: RowTask,
-        kind: ErrorKind,
-        message: str,
-        row: RowOutcome | None,
-        outcome: BatchOutcome | None,
-        spec: BatchSpec | None,
-    ) -> None:
-        if kind is ErrorKind.storage and self.outage.hold(
-            task, message, reported_unreachable=row is not None and row.unreachable
-        ):
-            return
-        record = row_record(
-            self.run_id, task, row, outcome, spec, self.storage_options, kind=kind, message=message
-        )
-        self.buffer.append(record)
-        self.stats.failures_by_kind[kind.value] = self.stats.failures_by_kind.get(kind.value, 0) + 1
-        if kind.retryable and task.attempt < self.max_attempts:
-            self.stats.retried += 1
-            self.queue.later(replace(task, attempt=task.attempt + 1), retry_delay(task.attempt))
-        else:
-            self.stats.failed += 1
-
-    # -- figures --------------------------------------------------------------------------------------
-
-    def cache_counts(self) -> tuple[int, int]:
-        hits = sum(w.cache_hits + w.earlier_hits for w in self.workers)
-        return hits, sum(w.cache_misses + w.earlier_misses for w in self.workers)
+    

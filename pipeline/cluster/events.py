@@ -66,6 +66,8 @@ class DriverStats:
     """Episodes in which a storage failure came with a store that did not answer."""
     outage_requeues: int = 0
     """Rows sent back to the queue during an outage without spending an attempt."""
+    rows_returned: int = 0
+    """Rows sent back to the queue by a worker's death, without spending an attempt."""
 
 
 @dataclass

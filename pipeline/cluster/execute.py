@@ -19,13 +19,7 @@ from pipeline.cluster.batching import CPU_CAP, GPU_CAP, auto_batch_size, resolve
 from pipeline.cluster.driver import Driver
 from pipeline.cluster.events import DriverStats, Execution, OnEvent, RunEnded, RunStarted
 from pipeline.cluster.process import install_stop_handlers
-from pipeline.cluster.runtime import (
-    check_uris_reachable,
-    create_workers,
-    kill_workers,
-    plan_workers,
-    ray_session,
-)
+from pipeline.cluster.runtime import WorkerPool, check_uris_reachable, plan_workers, ray_session
 from pipeline.cluster.tasks import RowTask, WorkerConfig
 from pipeline.store.errors import RunError, StorageError, describe_storage_error, is_storage_error
 from pipeline.store.layout import OutputLayout
@@ -42,6 +36,9 @@ class Settings:
     storage_timeout: float
     already_done: int = 0
     manifest_rows: int = 0
+    max_workers: int | None = None
+    """GPU clusters: grow onto GPUs that join, up to this many workers (None: one per GPU)."""
+    request_gpus: bool = False
 
 
 def execute(
@@ -68,7 +65,8 @@ def execute(
                 f"no GPU in the Ray cluster: running {plan.count} CPU worker(s); this is slow "
                 "(minutes per image at full size)"
             )
-        actors = create_workers(plan, config, run_id)
+        pool = WorkerPool(plan, config, run_id, settings.max_workers, settings.request_gpus)
+        actors = pool.actors
         try:
             infos = _worker_infos(actors, config)
             if on_workers is not None:
@@ -84,13 +82,14 @@ def execute(
                 style_cache_size=config.target_cache_size,
                 on_event=on_event,
                 storage_timeout=settings.storage_timeout,
+                pool=pool,
             )
             driver.add(tasks)
             stats = _drive(driver, layout, config, settings, note, on_event)
         finally:
-            kill_workers(actors)
+            pool.close()
     hits, misses = driver.cache_counts()
-    workers = [{k: i[k] for k in ("name", "node", "device", "gpu_ids")} for i in infos]
+    workers = driver.worker_records()
     return Execution(stats=stats, remaining=driver.remaining(), cache_hits=hits, cache_misses=misses, workers=workers, note=note)
 
 

@@ -198,15 +198,15 @@ def plan_workers(info: ClusterInfo, num_workers: int | None) -> WorkerPlan:
     return WorkerPlan(count=count, num_gpus=0, num_cpus=per_actor, on_gpu=False)
 
 
-def create_workers(plan: WorkerPlan, config: WorkerConfig, run_id: str) -> list[Any]:
-    """Start the actors. They restart after a crash (the driver reschedules their rows itself)."""
+def create_workers(plan: WorkerPlan, config: WorkerConfig, run_id: str, start: int = 0, count: int | None = None) -> list[Any]:
+    """Start actors `start`…: they restart after a crash (the driver reschedules their rows itself)."""
     import ray
 
     from pipeline.cluster.worker import StyleWorker  # torch: imported by the run, never by `nst --help`
 
     remote_cls = ray.remote(StyleWorker)
     actors = []
-    for i in range(plan.count):
+    for i in range(start, start + (plan.count if count is None else count)):
         name = f"nst-worker-{run_id}-{i}"
         actor = remote_cls.options(
             name=name,
@@ -219,6 +219,48 @@ def create_workers(plan: WorkerPlan, config: WorkerConfig, run_id: str) -> list[
         ).remote(config, name=f"w{i}")
         actors.append(actor)
     return actors
+
+
+class WorkerPool:
+    """The run's actors: those of the plan, then one more for each GPU that joins the cluster while rows
+    remain, up to `limit` (None: as many as there are GPUs). CPU-only plans keep their size.
+
+    Counting every actor started, restarting ones included, keeps a lost node's actor and a newcomer from
+    both claiming the GPU that replaces it: Ray restarts the lost one there, and the pool adds nothing.
+    """
+
+    def __init__(self, plan: WorkerPlan, config: WorkerConfig, run_id: str, limit: int | None, request_gpus: bool) -> None:
+        self.plan, self.config, self.run_id = plan, config, run_id
+        self.limit = limit
+        self.request_gpus = request_gpus
+        self.requested = 0
+        self.actors = create_workers(plan, config, run_id)
+
+    def grow(self) -> list[tuple[Any, str]]:
+        """Start actors on GPUs the pool does not use yet; (actor, worker name) of each new one."""
+        if not self.plan.on_gpu:
+            return []
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        target = gpus if self.limit is None else min(gpus, self.limit)
+        start = len(self.actors)
+        new = create_workers(self.plan, self.config, self.run_id, start=start, count=max(0, target - start))
+        self.actors += new
+        return [(actor, f"w{start + i}") for i, actor in enumerate(new)]
+
+    def request(self, workers: int) -> None:
+        """Ask the autoscaler for one GPU per worker wanted (0 clears the request); only with --request-gpus."""
+        if not (self.request_gpus and self.plan.on_gpu) or workers == self.requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"GPU": 1}] * workers)
+        self.requested = workers
+
+    def close(self) -> None:
+        self.request(0)
+        kill_workers(self.actors)
 
 
 def kill_workers(actors: Sequence[Any]) -> None:

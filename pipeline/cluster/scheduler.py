@@ -4,6 +4,11 @@ Rows are grouped by style and parameters (one batch shares one style's targets);
 whose targets it already holds, else one nobody holds; batches shrink near the end so every worker stays
 busy, and after an out-of-memory split a group never grows back. Retries wait in a heap ordered by the
 time they are due.
+
+A worker's death (a lost node, a preemption, a crash) returns its rows without spending their attempts,
+to the back of their groups, so that the rows of one unlucky batch are not the first in flight again at
+the next death. A row present at several deaths is isolated: it runs alone, on a worker running nothing
+else, where a death can only be its own; after a few of those it fails for good.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from nst_core.params import StyleParams
@@ -24,6 +30,10 @@ from pipeline.store.layout import OutputLayout, batch_id_for
 
 SLOTS_PER_WORKER = 2
 """Calls in flight per actor: one optimising while the next one reads and decodes its images."""
+DEATHS_BEFORE_ISOLATION = 2
+"""A row in flight at this many worker deaths is run alone from then on: alone, a death is its own."""
+ISOLATED_DEATHS = 2
+"""Deaths of a worker running the row alone after which the row fails for good (`worker_lost`)."""
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
 
@@ -41,10 +51,16 @@ class WorkerSlot:
     styles: OrderedDict[str, None] = field(default_factory=OrderedDict)
     ping: Any = None
     next_ping: float = 0.0
+    alone: bool = False
+    """Running an isolated row: no other call is sent until it returns."""
+    joined_at: float = field(default_factory=time.time)
+    left_at: float | None = None
+    """Wall clock of the last loss when the worker never came back (None while it serves)."""
     rows_done: int = 0
     current: str = ""
     device: str = ""
     node: str = ""
+    gpu_ids: tuple[int, ...] = ()
     restarts: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
@@ -58,6 +74,19 @@ class WorkerSlot:
         while len(self.styles) > capacity:
             self.styles.popitem(last=False)
 
+    def record(self) -> dict[str, Any]:
+        """What run.json keeps of this worker: where it ran, when it served, what it did."""
+        return {
+            "name": self.name,
+            "node": self.node,
+            "device": self.device,
+            "gpu_ids": list(self.gpu_ids),
+            "joined_at": _iso(self.joined_at),
+            "left_at": _iso(self.left_at),
+            "rows_done": self.rows_done,
+            "restarts": self.restarts,
+        }
+
     def view(self) -> WorkerView:
         return WorkerView(
             name=self.name,
@@ -70,6 +99,10 @@ class WorkerSlot:
             cache_hits=self.cache_hits,
             cache_misses=self.cache_misses,
         )
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
 def retry_delay(attempt: int) -> float:
@@ -87,6 +120,7 @@ class Scheduler:
         self.groups: OrderedDict[GroupKey, deque[RowTask]] = OrderedDict()
         self.group_cap: dict[GroupKey, int] = {}
         self.delayed: list[tuple[float, int, RowTask]] = []
+        self.isolated: deque[RowTask] = deque()
         self._seq = itertools.count()
         self.total = 0
 
@@ -118,7 +152,29 @@ class Scheduler:
         return self.delayed[0][0] - time.monotonic() if self.delayed else None
 
     def pending(self) -> int:
-        return sum(len(q) for q in self.groups.values()) + len(self.delayed)
+        return sum(len(q) for q in self.groups.values()) + len(self.delayed) + len(self.isolated)
+
+    def after_death(self, spec: BatchSpec) -> list[RowTask]:
+        """Return a dead worker's batch to the queue, attempts unspent; the rows that must fail for good
+        (they killed their worker every time they ran alone) are returned instead."""
+        poison: list[RowTask] = []
+        for task in spec.rows:
+            task = replace(task, deaths=task.deaths + 1, isolated_deaths=task.isolated_deaths + spec.alone)
+            if task.isolated_deaths >= ISOLATED_DEATHS:
+                poison.append(task)
+            elif task.deaths >= DEATHS_BEFORE_ISOLATION:
+                self.isolated.append(task)
+            else:
+                self.enqueue(task)
+        return poison
+
+    def next_isolated(self) -> BatchSpec | None:
+        """A batch of one suspected row, for a worker that runs nothing else meanwhile."""
+        if not self.isolated:
+            return None
+        task = self.isolated.popleft()
+        batch_id = batch_id_for([task.row_id])
+        return BatchSpec(batch_id=batch_id, rows=(task,), curve_uri=self.layout.curve_uri(batch_id), alone=True)
 
     def split(self, spec: BatchSpec) -> None:
         """An out-of-memory batch: its group is capped at half its size and its rows go back first."""

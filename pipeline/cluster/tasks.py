@@ -62,6 +62,11 @@ class RowTask:
     content_mask_uri: str | None = None
     style_mask_uri: str | None = None
     """Region masks (a style mask only with a content mask); rows of one batch may differ in them."""
+    deaths: int = 0
+    """Worker deaths while this row was in flight. They spend no attempt (a preempted node is nobody's
+    fault) but decide when the row is suspected of killing its worker and is run alone."""
+    isolated_deaths: int = 0
+    """Worker deaths while this row ran alone: each one is the row's own doing."""
 
     @property
     def input_uris(self) -> tuple[str, ...]:
@@ -77,6 +82,8 @@ class BatchSpec:
     batch_id: str
     rows: tuple[RowTask, ...]
     curve_uri: str
+    alone: bool = False
+    """An isolated row, run on a worker with nothing else in flight (see scheduler.after_death)."""
 
     @property
     def style_key(self) -> str:

@@ -33,6 +33,11 @@ from pipeline.store.bounded import set_operation_timeout
 from pipeline.store.transfer import read_bytes
 from pipeline.store.weights import load_model
 
+CHAOS_EXIT_ENV = "NST_CHAOS_EXIT_ON"
+"""Fault injection for the reliability tests (docs/reliability.md): a worker process whose environment
+sets it exits at once, before loading, when a batch holds a row whose content URI contains this text."""
+CHAOS_EXIT_CODE = 70
+
 
 class LRUCache(OrderedDict[Hashable, Any]):
     """Bounded mapping that evicts the least recently used entry; the engine's style-target cache."""
@@ -106,6 +111,9 @@ class StyleWorker:
 
     def run_batch(self, spec: BatchSpec) -> BatchOutcome:
         """Load, optimise and score, commit (pipeline/cluster/batch_run.py); one outcome per row."""
+        crash_on = os.environ.get(CHAOS_EXIT_ENV)
+        if crash_on and any(crash_on in task.content_uri for task in spec.rows):
+            os._exit(CHAOS_EXIT_CODE)  # fault injection for the reliability tests: a row that kills its worker
         batch = BatchRun(self, spec)
         style_image = batch.load()
         if style_image is not None:

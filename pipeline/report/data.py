@@ -138,8 +138,11 @@ def build_rows(
     return rows
 
 
-def worker_stats(rows: Sequence[Mapping[str, Any]], run_seconds: float) -> list[dict[str, Any]]:
-    """Per-worker rows done, mean device seconds per row and rows per hour over the runs' wall time.
+def worker_stats(
+    rows: Sequence[Mapping[str, Any]], run_seconds: float, lifetimes: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Per-worker rows done, mean device seconds per row and rows per hour over the runs' wall time, and
+    from the last run's run.json (`lifetimes`) when each worker joined and, if it did, left the pool.
 
     Seconds per row are each row's share of its batch's time on the device (`optimise_seconds`), so they
     agree with rows per hour; rows recorded before that column existed count as unknown, never as their
@@ -150,9 +153,11 @@ def worker_stats(rows: Sequence[Mapping[str, Any]], run_seconds: float) -> list[
         if row["status"] == "done":
             key = (str(row.get("worker") or "?"), str(row.get("node") or "?"), str(row.get("device") or "?"))
             by.setdefault(key, []).append(float(row["values"].get("optimise_seconds", math.nan)))
+    served = {str(w.get("name")): w for w in lifetimes}
     stats = []
     for (worker, node, device), seconds in sorted(by.items()):
         known = [s for s in seconds if math.isfinite(s)]
+        life = served.get(worker, {})
         stats.append(
             {
                 "worker": worker,
@@ -161,6 +166,8 @@ def worker_stats(rows: Sequence[Mapping[str, Any]], run_seconds: float) -> list[
                 "rows": len(seconds),
                 "mean_seconds": sum(known) / len(known) if known else None,
                 "rows_per_hour": len(seconds) / run_seconds * 3600 if run_seconds > 0 else None,
+                "joined_at": life.get("joined_at"),
+                "left_at": life.get("left_at"),
             }
         )
     return stats
@@ -202,7 +209,7 @@ def load_report_data(
         status=_jsonable(status),
         rows=rows,
         numeric=numeric_keys(rows),
-        workers=worker_stats(rows, float(status.get("run_seconds") or 0.0)),
+        workers=worker_stats(rows, float(status.get("run_seconds") or 0.0), run.get("workers") or ()),
         defaults=params_text(defaults),
         notes=notes,
     )

@@ -89,6 +89,8 @@ def _execute(
     settings = Settings(
         address=options.address,
         num_workers=options.num_workers,
+        max_workers=options.worker_limit,
+        request_gpus=options.request_gpus,
         fixed_batch=options.fixed_batch,
         max_attempts=options.max_attempts,
         storage_timeout=options.storage_timeout,

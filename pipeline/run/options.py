@@ -39,6 +39,11 @@ class RunOptions:
     retry_failed: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     num_workers: int | None = None
+    max_workers: int | None = None
+    """GPU clusters: the pool grows onto GPUs that join, up to this many workers (None: `num_workers` if
+    given, else no limit)."""
+    request_gpus: bool = False
+    """Ask the Ray autoscaler for one GPU per wanted worker while rows wait."""
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_rows: int = DEFAULT_MAX_ROWS
     storage_timeout: float = STORAGE_TIMEOUT_S
@@ -60,6 +65,8 @@ class RunOptions:
             raise ValueError(f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
         if self.num_workers is not None and self.num_workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.num_workers}")
+        if self.max_workers is not None and self.max_workers < (self.num_workers or 1):
+            raise ValueError(f"--max-workers must be >= --workers and >= 1, got {self.max_workers}")
         parse_batch_size(self.batch_size)
         for uri, what in ((self.manifest, "manifest"), (self.out, "--out"), (self.weights, "--weights")):
             if not known_protocol(uri):
@@ -74,6 +81,11 @@ class RunOptions:
     def fixed_batch(self) -> int | None:
         """The batch size asked for, or None for `auto` (sized from the workers' free memory)."""
         return parse_batch_size(self.batch_size)
+
+    @property
+    def worker_limit(self) -> int | None:
+        """How many workers the pool may grow to on a GPU cluster; None = one per GPU, however many join."""
+        return self.max_workers if self.max_workers is not None else self.num_workers
 
     @property
     def operation_timeout(self) -> float:
@@ -96,6 +108,8 @@ class RunOptions:
             "max_rows": self.max_rows,
             "storage_timeout": self.storage_timeout,
             "compile": self.compile,
+            "max_workers": self.worker_limit,
+            "request_gpus": self.request_gpus,
             "storage_options": mask_options(self.storage_options),
         }
 

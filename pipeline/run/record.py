@@ -102,6 +102,9 @@ class RunRecord:
             "interrupted" if summary.interrupted else "aborted" if summary.aborted else "completed"
         )
         self.data["stats"] = summary.to_dict()
+        if summary.workers:  # every worker of the pool, those that joined later included, with its lifetime
+            started = {str(w.get("name")): w for w in self.data.get("workers", [])}
+            self.data["workers"] = [started.get(str(w["name"]), {}) | w for w in summary.workers]
         self._end(
             ("run_id", "status", "started_at", "finished_at"),
             {"done": summary.done, "failed": summary.failed, "seconds": summary.seconds},

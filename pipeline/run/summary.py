@@ -36,6 +36,8 @@ class RunSummary:
     aborted: str | None = None
     oom_splits: int = 0
     worker_losses: int = 0
+    rows_returned: int = 0
+    """Rows a worker's death sent back to the queue without spending an attempt."""
     storage_outages: int = 0
     """Episodes in which storage did not answer; their rows were held back without spending attempts."""
     note: str | None = None

@@ -13,7 +13,14 @@ from nst_core.params import StyleParams
 from pipeline.cluster.events import DriverStats
 from pipeline.cluster.ledger_buffer import row_record
 from pipeline.cluster.outage import OutagePolicy
-from pipeline.cluster.scheduler import SLOTS_PER_WORKER, Scheduler, WorkerSlot, retry_delay
+from pipeline.cluster.scheduler import (
+    DEATHS_BEFORE_ISOLATION,
+    ISOLATED_DEATHS,
+    SLOTS_PER_WORKER,
+    Scheduler,
+    WorkerSlot,
+    retry_delay,
+)
 from pipeline.cluster.tasks import BatchSpec, RowTask, WorkerConfig, style_key
 from pipeline.cluster.worker import StyleWorker
 from pipeline.store.layout import OutputLayout, batch_id_for
@@ -79,6 +86,35 @@ def test_retries_wait_in_order_of_their_due_time(tmp_path: Path) -> None:
     queue.release_delayed()
     assert queue.pending() == 2 and queue.next_due() is None
     assert [retry_delay(a) for a in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 30.0]
+
+
+def test_a_dead_workers_rows_go_to_the_back_with_their_attempts_unspent(tmp_path: Path) -> None:
+    queue = scheduler(tmp_path, size=2)
+    queue.add([task(i) for i in range(6)])
+    worker = WorkerSlot(actor=None, name="w0")
+    spec = queue.next_batch(worker, [worker])
+    assert spec is not None and [t.row_id for t in spec.rows] == ["r0", "r1"]
+    assert queue.after_death(spec) == []
+    order = [t for q in queue.groups.values() for t in q]
+    assert [t.row_id for t in order] == ["r2", "r3", "r4", "r5", "r0", "r1"]  # not first again at the next death
+    assert [(t.attempt, t.deaths) for t in order[-2:]] == [(1, 1), (1, 1)]
+
+
+def test_a_row_that_keeps_dying_with_its_worker_runs_alone_then_fails(tmp_path: Path) -> None:
+    queue = scheduler(tmp_path, size=2)
+    worker = WorkerSlot(actor=None, name="w0")
+    suspect, bystander = task(0, deaths=DEATHS_BEFORE_ISOLATION - 1), task(1)
+    assert queue.after_death(BatchSpec("b", (suspect, bystander), "c")) == []
+    assert [t.row_id for t in queue.isolated] == ["r0"] and queue.pending() == 2  # the bystander queues as usual
+    poison: list[RowTask] = []
+    for death in range(1, ISOLATED_DEATHS + 1):
+        alone = queue.next_isolated()
+        assert alone is not None and alone.alone and [t.row_id for t in alone.rows] == ["r0"]
+        assert queue.next_batch(worker, [worker]) is not None or death > 1  # the bystander is not held back
+        poison = queue.after_death(alone)
+        assert (poison == []) == (death < ISOLATED_DEATHS)
+    (failed,) = poison
+    assert failed.attempt == 1 and failed.isolated_deaths == ISOLATED_DEATHS and queue.pending() == 0
 
 
 def policy(root: str) -> tuple[OutagePolicy, DriverStats, list[tuple[RowTask, float]]]:

@@ -44,6 +44,7 @@ const NST = (function () {
     const parts = uri.split('/');
     return parts[parts.length - 1] || uri;
   }
+  function clock(iso) { return iso ? iso.slice(0, 19).replace('T', ' ') + ' UTC' : ''; }
   function label(key) { return key.replace(/_/g, ' '); }
 
   function curveSvg(cv) {
@@ -112,5 +113,6 @@ const NST = (function () {
     return { keys: vary.sort(), source: source };
   }
   return { h: h, sv: sv, fmt: fmt, dur: dur, shortName: shortName, label: label, kvTable: kvTable,
-    pager: pager, curveSvg: curveSvg, text: text, varying: varying };
+    pager: pager, curveSvg: curveSvg, text: text, varying: varying,
+    clock: clock };
 })();

@@ -2,7 +2,7 @@
   'use strict';
   const h = NST.h, sv = NST.sv, fmt = NST.fmt, dur = NST.dur, shortName = NST.shortName;
   const label = NST.label, kvTable = NST.kvTable, pager = NST.pager, curveSvg = NST.curveSvg;
-  const text = NST.text, varying = NST.varying;
+  const text = NST.text, varying = NST.varying, clock = NST.clock;
   const D = JSON.parse(document.getElementById('nst-data').textContent);
   const PAGE = 120, GRID_PAGE = 20, SWEEP_PAGE = 20, FAIL_PAGE = 100;
   const rows = D.rows;
@@ -90,12 +90,13 @@
     (D.notes || []).forEach(function (n) { host.append(h('div', { class: 'note', text: n })); });
     if (D.workers.length) {
       host.append(h('h2', { text: 'Workers' }), h('table', { class: 'workers' },
-        h('tr', null, ['worker', 'node', 'device', 'rows done', 'device s / row', 'rows / hour'].map(function (t) {
+        h('tr', null, ['worker', 'node', 'device', 'rows done', 'device s / row', 'rows / hour', 'joined', 'left'].map(function (t) {
           return h('th', { text: t }); })),
         D.workers.map(function (w) {
           return h('tr', null, h('td', { text: w.worker }), h('td', { text: w.node }), h('td', { text: w.device }),
             h('td', { class: 'num', text: String(w.rows) }), h('td', { class: 'num', text: fmt(w.mean_seconds) }),
-            h('td', { class: 'num', text: w.rows_per_hour ? Math.round(w.rows_per_hour).toLocaleString('en') : '–' }));
+            h('td', { class: 'num', text: w.rows_per_hour ? Math.round(w.rows_per_hour).toLocaleString('en') : '–' }),
+            h('td', { text: clock(w.joined_at) }), h('td', { text: w.joined_at ? clock(w.left_at) || 'to the end' : '' }));
         })));
     }
   }
