@@ -77,6 +77,14 @@ def pool_actors(out: str) -> list[str]:
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix))
 
 
+def autoscaler_request() -> Any:
+    """What the run asked the autoscaler for (`request_resources` writes it to the GCS key-value store)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(b"autoscaler_resource_request")
+    return None if raw is None else json.loads(raw)
+
+
 def records(out: str) -> list[dict[str, Any]]:
     return read_ledger(OutputLayout(out)).to_pylist()
 
@@ -102,15 +110,19 @@ def test_the_pool_grows_onto_gpus_that_join(cluster: Cluster, gpu_nodes: list[An
     add_gpu_node(cluster, gpu_nodes, 1)
     manifest, ids = manifest_of(tmp_path, inputs, 32)
     out = str(tmp_path / "out")
-    run = BackgroundRun(manifest=manifest, out=out, address=cluster.address, batch_size=1)
+    run = BackgroundRun(
+        manifest=manifest, out=out, address=cluster.address, batch_size=1, request_gpus=True, max_workers=3
+    )
     wait_for(done_since(out, 1), 120, "a first row done")
     assert len(pool_actors(out)) == 1
+    assert autoscaler_request() == [{"GPU": 1}] * 3  # rows wait: one GPU per worker, up to --max-workers
     add_gpu_node(cluster, gpu_nodes, 2)
     joined = time.monotonic()
     wait_for(lambda: len(pool_actors(out)) == 3, 10, "a worker on each of the two new GPUs")
     assert time.monotonic() - joined <= 10
     summary = run.finish()
     assert summary.complete and summary.done == 32, summary
+    assert autoscaler_request() == []  # cleared at the end
     check_output(out, ids)
     by_worker = {r["worker"] for r in records(out) if r["status"] == "done"}
     assert {"w1", "w2"} & by_worker, by_worker  # rows done on the node that joined
