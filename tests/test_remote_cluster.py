@@ -117,8 +117,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     tmp = tmp_path_factory.mktemp("raycluster")
     ray_tmp = tempfile.mkdtemp(prefix="nst-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = cluster_env(tmp)
+    dashboard = free_port()  # the job API of `ray job submit`
     head, port = start_head_on_a_free_port(
-        ["--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false", "--temp-dir", ray_tmp],
+        ["--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+         "--dashboard-port", str(dashboard), "--temp-dir", ray_tmp],
         env, tmp / "head.log",
     )  # fmt: skip
     worker = None
@@ -127,7 +129,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         wait_for_nodes(address, env, 1)
         worker = start_worker(address, env, tmp / "worker.log")
         wait_for_nodes(address, env, 2)
-        yield {"address": address, "tmp": str(tmp), **env}
+        yield {"address": address, "tmp": str(tmp), "dashboard": f"http://127.0.0.1:{dashboard}", **env}
     finally:
         for proc in (worker, head):
             if proc is not None:
@@ -144,7 +146,7 @@ def write_manifest(path: Path) -> int:
 
 
 def nst(cluster: dict[str, str], *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")} | extra_env
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp", "dashboard")} | extra_env
     return subprocess.run([NST, *args], env=env, capture_output=True, text=True, timeout=400)
 
 
@@ -169,10 +171,31 @@ def test_run_against_a_started_cluster_completes_every_row(cluster: dict[str, st
     assert json.loads(again.stdout)["already_done"] == rows
 
 
+def test_ray_job_submit_and_ray_address_reach_the_cluster(cluster: dict[str, str], tmp_path: Path) -> None:
+    """`ray job submit -- nst run … --address auto` (the job's driver finds its cluster through the
+    RAY_ADDRESS the job supervisor sets), and a plain `nst run` given only $RAY_ADDRESS."""
+    manifest = tmp_path / "m.parquet"
+    rows = write_manifest(manifest)
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp", "dashboard")}
+    entry = [NST, "run", str(manifest), "--out", str(tmp_path / "job"), "--address", "auto", *FAST]
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster["dashboard"], "--", *entry],
+        env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "succeeded" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
+    assert len(list((tmp_path / "job" / "images").iterdir())) == rows
+    plain = nst(cluster, "run", str(manifest), "--out", str(tmp_path / "env"), "--json", *FAST,
+                RAY_ADDRESS=cluster["address"])  # fmt: skip
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert json.loads(plain.stdout)["done"] == rows
+    record = json.loads((tmp_path / "env" / "run.json").read_text())
+    assert record["address"] == cluster["address"]  # joined the started cluster, not an embedded one
+
+
 def test_with_another_machine_local_paths_are_refused_and_shared_mounts_run(
     cluster: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp")}
+    env = {k: v for k, v in cluster.items() if k not in ("address", "tmp", "dashboard")}
     other = start_worker(cluster["address"], env, tmp_path / "other.log", node_ip="127.0.0.2")
     try:
         wait_for_nodes(cluster["address"], env, 3)
