@@ -121,6 +121,15 @@ class RowStates(Mapping[str, RowState]):
         return ids, self.source.column(name).take(pa.array(self.done_index[done])).to_pylist()
 
 
+def done_records(states: Mapping[str, RowState]) -> dict[str, Mapping[str, Any]]:
+    """row id → done record of every done row, converted in one pass (for callers that show them all)."""
+    if isinstance(states, RowStates):
+        done = states.done_index >= 0
+        ids = states.table.column("row_id").filter(pa.array(done)).to_pylist()
+        return dict(zip(ids, states.source.take(pa.array(states.done_index[done])).to_pylist(), strict=True))
+    return {s.row_id: s.done_record for s in states.values() if s.done and s.done_record is not None}
+
+
 def done_column(states: Mapping[str, RowState], name: str) -> tuple[list[str], list[Any]]:
     """(row ids, `name` of each one's done record) for the done rows of any mapping of states."""
     if isinstance(states, RowStates):

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import part_paths, read_ledger, row_states, write_part
+from pipeline.store.ledger_states import done_records
 from pipeline.store.records import LEDGER_SCHEMA, ErrorKind, LedgerRecord, RowStatus
 from pipeline.store.transfer import write_bytes_atomic
 
@@ -99,6 +100,7 @@ def test_vectorised_row_states_match_the_per_record_reference(tmp_path: Path) ->
         ), row_id
         assert (dict(got.done_record) if got.done_record is not None else None) == want["done_record"], row_id
         assert got.permanent_failure == (not want["done"] and want["kind"] in {"bad_input", "numerical"})
+    assert done_records(states) == {k: v["done_record"] for k, v in expected.items() if v["done"]}
     ids, uris = states.done_column("output_uri")
     assert dict(zip(ids, uris, strict=True)) == {
         k: v["done_record"]["output_uri"] for k, v in expected.items() if v["done"]
