@@ -131,3 +131,14 @@ def test_quality_variants_runs_resumes_and_draws_its_sheet(tmp_path: Path) -> No
     again, resumed = _run("quality_variants", *args)
     assert "gram_err 0." not in again and resumed["pairs"] == data["pairs"]  # nothing recomputed
     assert Image.open(tmp_path / "s.jpg").size == (4 * 160, 160)  # content, style, two variants
+
+
+def test_scale_bench_times_resume_status_report_and_compaction_locally_and_on_s3() -> None:
+    for extra in ((), ("--s3",)):
+        _, data = _run("scale", "--rows", "200", "--done-fraction", "0.5", "--parts", "7", "--json", *extra)
+        assert (data["rows"], data["done"], data["parts"]) == (200, 100, 7)
+        assert data["backend"] == ("s3-moto" if extra else "local")
+        for key in ("plan_s", "status_s", "report_s", "compact_s", "driver_rss_mb"):
+            assert data[key] > 0, (key, data)
+    _, data = _run("scale", "--rows", "100", "--no-report", "--json")
+    assert data["report_s"] is None and data["parts"] == 7  # 50 done rows in 8-row batches: 7 flushes

@@ -1,4 +1,5 @@
-"""From a row's outcome to its ledger record, and the buffer that commits records as ledger parts.
+"""From a row's outcome to its ledger record, and the buffer that commits records as ledger parts (and,
+after each, merges the newest parts in tiers so that a long run holds a bounded number of them).
 
 The done record is written only after the image and curve it points to exist (the worker committed them
 before reporting), and a failed ledger write keeps its records for the next flush: a crash loses at most
@@ -16,6 +17,8 @@ from jobs.masking import mask_text
 from nst_core.names import LOSS_TERMS
 from pipeline.cluster.outage import OutagePolicy
 from pipeline.cluster.tasks import BatchOutcome, BatchSpec, RowOutcome, RowTask
+from pipeline.store import compaction
+from pipeline.store.compaction import PartTiers
 from pipeline.store.errors import is_storage_error
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import write_part
@@ -76,13 +79,18 @@ def row_record(
 class LedgerBuffer:
     """Records waiting to be committed as one ledger part (one atomic write per flush)."""
 
-    def __init__(self, layout: OutputLayout, storage_options: Mapping[str, Any] | None, outage: OutagePolicy) -> None:
+    def __init__(
+        self, layout: OutputLayout, storage_options: Mapping[str, Any] | None, outage: OutagePolicy,
+        *, fan_in: int | None = None,
+    ) -> None:
         self.layout = layout
         self.storage_options = storage_options
         self.outage = outage
         self.records: list[LedgerRecord] = []
         self.parts_written = 0
         self.write_failures = 0
+        self.tiers = PartTiers(layout, storage_options, fan_in=fan_in or compaction.FAN_IN)
+        self.compaction_failures = 0
 
     def __len__(self) -> int:
         return len(self.records)
@@ -99,7 +107,7 @@ class LedgerBuffer:
             return
         records, self.records = self.records, []
         try:
-            write_part(self.layout, records, self.storage_options)
+            uri = write_part(self.layout, records, self.storage_options)
         except Exception as exc:
             self.records = records + self.records
             self.write_failures += 1
@@ -110,3 +118,15 @@ class LedgerBuffer:
             return
         self.outage.ledger_down_since = None
         self.parts_written += 1
+        if uri is not None:
+            self._compact(uri)
+
+    def _compact(self, uri: str) -> None:
+        """Keep the number of parts bounded; the records are committed already, so a store that fails here
+        costs only a later, larger merge (the end-of-run compaction at the latest)."""
+        try:
+            self.tiers.added(uri)
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            self.compaction_failures += 1

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.masking import mask_uri
@@ -31,6 +32,7 @@ from pipeline.run.status import collect_status
 from pipeline.store.fs import filesystem
 from pipeline.store.layout import OutputLayout
 from pipeline.store.ledger import RowState, read_ledger, row_states
+from pipeline.store.ledger_states import done_records
 
 IO_THREADS = 8
 
@@ -103,8 +105,9 @@ def build_rows(
 ) -> list[dict[str, Any]]:
     """One JSON-safe dict per row: the done record of done rows, the latest record of failed ones."""
     rows: list[dict[str, Any]] = []
+    done = done_records(states)
     for state in states.values():
-        rec = state.done_record if state.done and state.done_record else latest.get(state.row_id, {})
+        rec = (done.get(state.row_id) or {}) if state.done else latest.get(state.row_id, {})
         values = done_values(rec) if state.done else {}
         try:
             metadata = json.loads(rec.get("metadata") or "{}")
@@ -197,7 +200,7 @@ def load_report_data(
             missing = len(states) - len(params)
             notes.append(f"per-row parameters unavailable for {missing} row(s) the ledger has none for: manifest "
                          f"{mask_uri(source)} not readable ({type(exc).__name__}); pass --manifest")
-    rows = build_rows(out, states, _latest_records(table), params, storage_options)
+    rows = build_rows(out, states, _latest_records(table, states), params, storage_options)
     done = {r["id"] for r in rows if r["status"] == "done"}
     curves = read_curves([r["curve_uri"] for r in rows if r["curve_uri"]], done, storage_options)
     for row in rows:
@@ -215,10 +218,13 @@ def load_report_data(
     )
 
 
-def _latest_records(table: pa.Table) -> dict[str, dict[str, Any]]:
-    """row_id → its latest record, for failed rows' URIs and worker (RowState keeps only the error)."""
-    if not table.num_rows:
+def _latest_records(table: pa.Table, states: Mapping[str, RowState]) -> dict[str, dict[str, Any]]:
+    """row_id → its latest record, for failed rows' URIs and worker (RowState keeps only the error); only
+    the records of rows not done are converted, since a done row shows its done record."""
+    failed = [row_id for row_id, state in states.items() if not state.done]
+    if not table.num_rows or not failed:
         return {}
+    table = table.filter(pc.is_in(table.column("row_id"), pa.array(failed, pa.string())))
     return {rec["row_id"]: rec for rec in table.sort_by([("finished_at", "ascending")]).to_pylist()}
 
 

@@ -17,10 +17,11 @@ from pipeline.run.plan import Plan, check_row_count, plan_rows, sweep_orphan_cur
 from pipeline.run.preflight import check_before_lease
 from pipeline.run.record import RunRecord, manifest_sha256, read_run_json
 from pipeline.run.summary import RunSummary
+from pipeline.store.compaction import MAX_PARTS
 from pipeline.store.errors import RunError, storage_errors
 from pipeline.store.layout import OutputLayout, check_layout_inside, sweep_temporary
 from pipeline.store.lease import LeaseHeld, output_lease
-from pipeline.store.ledger import read_ledger, referenced_curves, row_states, write_part
+from pipeline.store.ledger import compact, part_paths, read_ledger, referenced_curves, row_states, write_part
 from pipeline.store.provenance import package_versions
 from pipeline.store.records import utcnow
 
@@ -60,6 +61,8 @@ def _run(options: RunOptions, run_id: str, on_event: OnEvent | None) -> RunSumma
     plan = plan_rows(options, states, run_id=run_id)
     with storage_errors(f"writing {mask_uri(options.out)}", storage):
         write_part(layout, plan.records, storage)
+        if len(part_paths(layout, storage)) > MAX_PARTS:  # left by a version that compacted only at the end
+            compact(layout, storage)
         sweep_orphan_curves(layout, referenced_curves(table), storage)
         previous = read_run_json(layout, storage) or {}
     header = options.record() | {

@@ -20,6 +20,7 @@ from pipeline.store.errors import RunError
 from pipeline.store.fs import filesystem, join
 from pipeline.store.layout import CURVES_DIR, OutputLayout, OutputNameError, image_format, list_files
 from pipeline.store.ledger import RowState
+from pipeline.store.ledger_states import done_column
 from pipeline.store.records import ErrorKind, LedgerRecord, RowStatus, utcnow
 
 
@@ -55,9 +56,9 @@ class _Planner:
         self.plan = Plan()
         self.seen: set[str] = set()
         self.claimed: dict[str, str] = {}  # output URI -> row id
-        for state in states.values():
-            if state.done and state.done_record and state.done_record.get("output_uri"):
-                self.claimed[absolute_uri(state.done_record["output_uri"])] = state.row_id  # older runs: relative
+        for row_id, output_uri in zip(*done_column(states, "output_uri"), strict=True):
+            if output_uri:
+                self.claimed[absolute_uri(output_uri)] = row_id  # older runs: relative
 
     def _first(self, row_id: str) -> bool:
         """False for a row id seen before in this manifest (a duplicate row, counted and skipped)."""

@@ -89,12 +89,10 @@ def _failures_by_kind(failed: list[RowState]) -> dict[str, dict[str, Any]]:
 
 def _throughput(done: list[RowState], seconds: float) -> float | None:
     """Images per hour: over the recorded run times, else over the span of the done records."""
-    finished = [
-        s.done_record["finished_at"] for s in done if s.done_record and s.done_record.get("finished_at")
-    ]
-    started = [s.done_record["started_at"] for s in done if s.done_record and s.done_record.get("started_at")]
     if done and seconds > 0:
         return len(done) / seconds * 3600
+    finished = [s.done_record["finished_at"] for s in done if s.done_record and s.done_record.get("finished_at")]
+    started = [s.done_record["started_at"] for s in done if s.done_record and s.done_record.get("started_at")]
     if finished and started:
         span = (max(finished) - min(started)).total_seconds()
         return len(done) / span * 3600 if span > 0 else None

@@ -80,9 +80,11 @@ class OutputLayout:
     def ledger_dir(self) -> str:
         return join(self.root, LEDGER_DIR)
 
-    def new_ledger_part_uri(self) -> str:
+    def new_ledger_part_uri(self, tier: int = 0) -> str:
         # Time first so a plain listing is in write order; the uuid makes concurrent writers collision-free.
-        return join(self.ledger_dir(), f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet")
+        # A merged part names its compaction tier (pipeline/store/compaction.py); a flushed part has none.
+        suffix = f"-t{tier}" if tier else ""
+        return join(self.ledger_dir(), f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}{suffix}.parquet")
 
     def run_json_uri(self) -> str:
         return join(self.root, RUN_JSON)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,8 +21,14 @@ from nst_core.atomic import TMP_PREFIX
 from pipeline.store.bounded import bounded
 from pipeline.store.fs import filesystem
 from pipeline.store.layout import OutputLayout, list_files
-from pipeline.store.records import LEDGER_SCHEMA, PERMANENT_KINDS, LedgerRecord, RowStatus, records_table
+from pipeline.store.ledger_states import RowState, RowStates, row_states
+from pipeline.store.records import LEDGER_SCHEMA, LedgerRecord, RowStatus, records_table
 from pipeline.store.transfer import write_bytes_atomic
+
+__all__ = [
+    "FULL_TIER", "RowState", "RowStates", "compact", "part_paths", "read_ledger", "read_parts", "referenced_curves",
+    "replace_parts", "row_states", "unique_records", "write_part",
+]
 
 
 def write_part(
@@ -60,22 +67,32 @@ READ_ATTEMPTS = 5
 records are already in the new part): the whole ledger is then re-listed and read again."""
 
 
-def _read_parts(fs: Any, paths: Sequence[str]) -> pa.Table:
-    tables = []
-    for path in paths:
-        data = bounded(fs, "cat_file", path, uri=path)
-        tables.append(_conform(pq.read_table(io.BytesIO(data))))
-    return pa.concat_tables(tables)
+READ_THREADS = 16
+"""Parts read at once: on an object store each read is a round trip of tens of milliseconds, so a ledger of
+hundreds of parts read one by one spends most of its time waiting; decoding also runs outside the GIL."""
 
 
-def _unique_records(merged: pa.Table) -> pa.Table:
-    seen: set[str] = set()
-    keep = []
-    for i, rid in enumerate(merged.column("record_id").to_pylist()):
-        if rid not in seen:
-            seen.add(rid)
-            keep.append(i)
-    return merged.take(pa.array(keep, type=pa.int64())) if len(keep) != merged.num_rows else merged
+def _read_part(fs: Any, path: str) -> pa.Table:
+    return _conform(pq.read_table(io.BytesIO(bounded(fs, "cat_file", path, uri=path))))
+
+
+def read_parts(fs: Any, paths: Sequence[str]) -> pa.Table:
+    """The parts' records concatenated in the order of `paths`, read `READ_THREADS` at a time."""
+    if len(paths) <= 1:
+        return pa.concat_tables([_read_part(fs, p) for p in paths]) if paths else LEDGER_SCHEMA.empty_table()
+    with ThreadPoolExecutor(min(READ_THREADS, len(paths)), thread_name_prefix="nst-ledger-read") as pool:
+        return pa.concat_tables(list(pool.map(lambda p: _read_part(fs, p), paths)))
+
+
+def unique_records(merged: pa.Table) -> pa.Table:
+    """Each record once (the first copy, order kept): copies are what a compaction killed between writing
+    its merged part and deleting the old ones leaves behind."""
+    ids = merged.column("record_id")
+    if pc.count_distinct(ids, mode="all").as_py() == merged.num_rows:
+        return merged
+    numbered = pa.table({"record_id": ids, "i": pa.array(np.arange(merged.num_rows))})
+    first = numbered.group_by("record_id", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    return merged.take(pa.array(np.sort(first.to_numpy())))
 
 
 def _read_all(layout: OutputLayout, storage_options: Mapping[str, Any] | None) -> tuple[list[str], pa.Table]:
@@ -86,7 +103,7 @@ def _read_all(layout: OutputLayout, storage_options: Mapping[str, Any] | None) -
         if not paths:
             return [], LEDGER_SCHEMA.empty_table()
         try:
-            return paths, _read_parts(fs, paths)
+            return paths, read_parts(fs, paths)
         except FileNotFoundError:
             if attempt == READ_ATTEMPTS - 1:
                 raise
@@ -96,42 +113,7 @@ def _read_all(layout: OutputLayout, storage_options: Mapping[str, Any] | None) -
 def read_ledger(layout: OutputLayout, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """Every record of every part (duplicates by record_id removed), in part order; empty table if none."""
     _, merged = _read_all(layout, storage_options)
-    return _unique_records(merged) if merged.num_rows else merged
-
-
-@dataclass
-class RowState:
-    """A row's state merged from its records: done wins over everything; otherwise the latest failure."""
-
-    row_id: str
-    done: bool = False
-    done_record: dict[str, Any] | None = None
-    attempt: int = 0
-    """Attempt number of the latest record (restarts at 1 after --retry-failed)."""
-    last_error_kind: str | None = None
-    last_error_message: str | None = None
-    done_records: int = 0
-
-    @property
-    def permanent_failure(self) -> bool:
-        return not self.done and self.last_error_kind in {k.value for k in PERMANENT_KINDS}
-
-
-def row_states(table: pa.Table) -> dict[str, RowState]:
-    states: dict[str, RowState] = {}
-    rows = table.sort_by([("finished_at", "ascending")]).to_pylist() if table.num_rows else []
-    for rec in rows:
-        state = states.setdefault(rec["row_id"], RowState(rec["row_id"]))
-        if rec["status"] == RowStatus.done.value:
-            state.done_records += 1
-            if not state.done:
-                state.done = True
-                state.done_record = rec
-        if not state.done:
-            state.attempt = int(rec["attempt"] or 0)
-            state.last_error_kind = rec["error_kind"]
-            state.last_error_message = rec["error_message"]
-    return states
+    return unique_records(merged) if merged.num_rows else merged
 
 
 def referenced_curves(table: pa.Table) -> set[str]:
@@ -140,6 +122,32 @@ def referenced_curves(table: pa.Table) -> set[str]:
         return set()
     done = table.filter(pc.equal(table.column("status"), RowStatus.done.value))
     return {u for u in done.column("curve_uri").to_pylist() if u}
+
+
+FULL_TIER = 99
+"""The tier of the one part a whole-ledger compaction leaves: never merged again during a run."""
+
+
+def replace_parts(
+    layout: OutputLayout, paths: Sequence[str], records: pa.Table, storage_options: Mapping[str, Any] | None,
+    *, tier: int,
+) -> str:
+    """Write `records` (the parts' records, each once) as one part, then delete `paths`; returns its URI.
+
+    In this order a crash at any instant leaves every record readable: before the write, the old parts;
+    after it, both copies, which `read_ledger` drops by record_id until the next compaction removes them.
+    """
+    sink = io.BytesIO()
+    pq.write_table(records, sink, compression="zstd")
+    uri = layout.new_ledger_part_uri(tier)
+    write_bytes_atomic(uri, sink.getvalue(), storage_options)
+    fs, _ = filesystem(layout.ledger_dir(), storage_options)
+    for path in paths:
+        try:
+            bounded(fs, "rm_file", path, uri=path)
+        except FileNotFoundError:
+            pass
+    return uri
 
 
 def compact(
@@ -155,16 +163,8 @@ def compact(
     if len(paths) < 2:
         return 0
     paths, merged = _read_all(layout, storage_options)
-    unique = _unique_records(merged)
+    unique = unique_records(merged)
     if len(paths) < min_parts and unique.num_rows == merged.num_rows:
         return 0
-    fs, _ = filesystem(layout.ledger_dir(), storage_options)
-    sink = io.BytesIO()
-    pq.write_table(unique, sink, compression="zstd")
-    write_bytes_atomic(layout.new_ledger_part_uri(), sink.getvalue(), storage_options)
-    for path in paths:
-        try:
-            bounded(fs, "rm_file", path, uri=path)
-        except FileNotFoundError:
-            pass
+    replace_parts(layout, paths, unique, storage_options, tier=FULL_TIER)
     return len(paths)

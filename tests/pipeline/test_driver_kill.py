@@ -60,6 +60,43 @@ def test_sigkilled_driver_then_rerun_completes_every_row_exactly_once(tmp_path: 
     assert (again.already_done, again.planned) == (20, 0)
 
 
+def test_driver_killed_inside_a_compaction_then_rerun_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    manifest = twenty_row_manifest(tmp_path, seed=7)
+    out = str(tmp_path / "out")
+    layout = OutputLayout(out)
+    marker = tmp_path / "compacting"
+    os.environ["NST_COMPACTION_MARKER"] = str(marker)
+    try:
+        driver = start_driver(manifest, out, module="tests.pipeline.compaction_kill_driver")
+    finally:
+        del os.environ["NST_COMPACTION_MARKER"]
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and driver.poll() is None and not marker.exists():
+            time.sleep(0.05)
+        assert marker.exists(), f"no compaction reached: {driver.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        kill_group(driver)
+    import pyarrow.parquet as pq
+
+    from pipeline.store.ledger import read_ledger, row_states
+
+    parts = part_paths(layout)
+    raw = sum(pq.read_metadata(p).num_rows for p in parts)
+    unique = read_ledger(layout)
+    assert any("-t1" in p for p in parts) and raw > unique.num_rows  # killed between the write and the deletes
+    done_before = {s.row_id for s in row_states(unique).values() if s.done}
+    assert done_before and all(s.done_records == 1 for s in row_states(unique).values())
+    summary = run_manifest(manifest=manifest, out=out, params=PARAMS, weights=WEIGHTS, batch_size=2)
+    assert summary.complete and summary.already_done == len(done_before), summary
+    ids = [r.row_id for r in iter_manifest(manifest, defaults=PARAMS) if isinstance(r, ManifestRow)]
+    check_output(out, ids)  # every row done exactly once, no orphan or temporary file
+    parts = part_paths(layout)
+    assert len(parts) == 1 and pq.read_metadata(parts[0]).num_rows == read_ledger(layout).num_rows
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
 
