@@ -164,7 +164,7 @@ class RunProgress:
                 table.add_column(column)
             for worker in self.workers:
                 state = (
-                    "restarting"
+                    worker.current or "restarting"  # "starting": joined the pool, loading its model
                     if not worker.alive
                     else (f"{worker.in_flight} batch(es): {worker.current}" if worker.in_flight else "idle")
                 )
