@@ -77,6 +77,10 @@ def _run(options: RunOptions, run_id: str, on_event: OnEvent | None) -> RunSumma
         record.write()
         with record.ending_recorded():
             summary.add(_execute(options, plan, run_id, record, on_event))
+        # A worker killed in the middle of a local write leaves its temporary file; its row went back to the
+        # queue and was written again, so the file is garbage. No worker writes any more: sweep it now
+        # rather than at the next run's start.
+        sweep_temporary(options.out)
     summary.seconds = time.time() - started
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
     record.close(summary)

@@ -315,3 +315,21 @@ def test_out_of_memory_batches_are_split_in_half_until_they_fit(tmp_path: Path) 
     assert sorted(s.row_id for s in row_states(read_ledger(layout)).values() if s.done) == sorted(
         t.row_id for t in tasks
     )
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_gone_when_the_run_ends(tmp_path: Path, inputs) -> None:
+    """A worker killed between creating its temporary file and renaming it leaves the file behind; its row
+    is written again, so the run removes the orphan once no worker writes (not only at the next start)."""
+    manifest = write_manifest(tmp_path / "m.parquet", grid_rows(inputs["contents"], inputs["styles"], 12))
+    out = tmp_path / "out"
+    thread = BackgroundRun(manifest=manifest, out=str(out), batch_size=1)
+    deadline = time.monotonic() + 120
+    while not part_paths(OutputLayout(str(out))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert thread.is_alive(), "the run finished before the orphan could be planted"
+    orphan = out / "images" / ".tmp-0123456789abcdef"  # the name replaced_atomically gives a temporary file
+    orphan.write_bytes(b"half an image")
+    summary = thread.finish()
+    assert summary.complete and summary.done == 12, summary
+    assert not orphan.exists()
+    check_output(str(out), manifest_ids(manifest))
