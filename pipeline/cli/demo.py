@@ -20,8 +20,10 @@ from pipeline.cli.options import QuietOpt
 from pipeline.cli.progress import RunProgress
 from pipeline.cli.run import print_summary
 from pipeline.run.manifest_run import run_manifest
+from pipeline.store.errors import RunError
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+"""pipeline/examples: the bundled photos and styles (package data)."""
 
 
 console = Console(stderr=True)
@@ -32,6 +34,11 @@ def example_manifest(path: Path) -> int:
     contents = sorted((EXAMPLES / "content").glob("*.jpg"))
     styles = sorted((EXAMPLES / "style").glob("*.*"))
     rows = [(str(c), str(s)) for c in contents for s in styles]
+    if not rows:
+        raise RunError(
+            f"the bundled example images are missing from {EXAMPLES} ({len(contents)} photos, {len(styles)} "
+            "styles): reinstall the package"
+        )
     table = pa.table({"content_uri": [c for c, _ in rows], "style_uri": [s for _, s in rows]})
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
