@@ -84,6 +84,11 @@ def _run(options: RunOptions, run_id: str, on_event: OnEvent | None) -> RunSumma
     summary.seconds = time.time() - started
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
     record.close(summary)
+    if summary.storage_outages or summary.worker_losses:
+        # A batch whose rows were held back by an outage, or lost with their worker, may have written its
+        # curve file before its rows were recomputed elsewhere: drop such files now that no worker writes.
+        with storage_errors(f"cleaning {mask_uri(options.out)}", storage):
+            sweep_orphan_curves(layout, referenced_curves(read_ledger(layout, storage)), storage)
     return summary
 
 
