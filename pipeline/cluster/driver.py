@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from nst_core.params import StyleParams
 from pipeline.cluster.events import DriverStats, OnEvent, RunProgressed
@@ -188,18 +188,18 @@ class Driver(Outcomes):
         index, spec = self.in_flight.pop(ref)
         worker = self.workers[index]
         worker.in_flight -= 1
+        worker.alone = False  # however the call ended, an isolated row no longer holds the worker
         try:
             outcome: BatchOutcome = ray.get(ref)
         except RayTaskError as exc:
             self._fail_batch(spec, ErrorKind.internal, f"{type(exc.cause).__name__}: {exc.cause}")
             return
-        except (RayActorError, ray.exceptions.OutOfMemoryError, RayError) as exc:
+        except RayError as exc:
             # The actor died, its node went away, or Ray's memory monitor killed it: nothing says which row,
             # if any, was at fault, so no attempt is spent (the scheduler isolates repeat suspects).
             memory = isinstance(exc, ray.exceptions.OutOfMemoryError)
             self._worker_died(worker, spec, "killed by Ray's memory monitor" if memory else type(exc).__name__)
             return
-        worker.alone = False
         self._handle_outcome(worker, spec, outcome)
 
     def _handle_ping(self, worker: WorkerSlot, ref: Any) -> None:

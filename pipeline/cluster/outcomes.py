@@ -66,7 +66,6 @@ class Outcomes:
             )
 
     def _worker_lost(self, worker: WorkerSlot) -> None:
-        worker.alone = False
         if worker.alive:
             worker.restarts += 1
             worker.earlier_hits += worker.cache_hits

@@ -18,7 +18,7 @@ from pipeline.run.preflight import check_before_lease
 from pipeline.run.record import RunRecord, manifest_sha256, read_run_json
 from pipeline.run.summary import RunSummary
 from pipeline.store.compaction import MAX_PARTS
-from pipeline.store.errors import RunError, storage_errors
+from pipeline.store.errors import RunError, is_storage_error, storage_errors
 from pipeline.store.layout import OutputLayout, check_layout_inside, sweep_temporary
 from pipeline.store.lease import LeaseHeld, output_lease
 from pipeline.store.ledger import compact, part_paths, read_ledger, referenced_curves, row_states, write_part
@@ -77,19 +77,31 @@ def _run(options: RunOptions, run_id: str, on_event: OnEvent | None) -> RunSumma
         record.write()
         with record.ending_recorded():
             summary.add(_execute(options, plan, run_id, record, on_event))
-        # A worker killed in the middle of a local write leaves its temporary file; its row went back to the
-        # queue and was written again, so the file is garbage. No worker writes any more: sweep it now
-        # rather than at the next run's start.
-        sweep_temporary(options.out)
+        _sweep_leftovers(options, summary)
     summary.seconds = time.time() - started
     summary.rows_per_hour = summary.done / summary.seconds * 3600 if summary.seconds > 0 else 0.0
     record.close(summary)
-    if summary.storage_outages or summary.worker_losses:
-        # A batch whose rows were held back by an outage, or lost with their worker, may have written its
-        # curve file before its rows were recomputed elsewhere: drop such files now that no worker writes.
-        with storage_errors(f"cleaning {mask_uri(options.out)}", storage):
-            sweep_orphan_curves(layout, referenced_curves(read_ledger(layout, storage)), storage)
     return summary
+
+
+def _sweep_leftovers(options: RunOptions, summary: RunSummary) -> None:
+    """Files of work that was redone, removed once no worker writes rather than at the next run's start.
+
+    A worker killed in the middle of a local write leaves its temporary file; a batch whose rows were held
+    back by an outage, or lost with their worker, may have written its curve file before the rows were
+    recomputed elsewhere. Both are garbage. A store that refuses the clean-up does not fail the run (the
+    next start sweeps again), as with the compaction that follows.
+    """
+    layout, storage = OutputLayout(options.out), options.storage_options
+    sweep_temporary(options.out)
+    if not (summary.storage_outages or summary.worker_losses):
+        return
+    try:
+        sweep_orphan_curves(layout, referenced_curves(read_ledger(layout, storage)), storage)
+    except Exception as exc:  # noqa: BLE001 - only storage errors are expected here; others are bugs
+        if not is_storage_error(exc):
+            raise
+
 
 
 def _execute(
